@@ -1,0 +1,1 @@
+"""Assays: functions from samples + a protocol to tidy result records."""

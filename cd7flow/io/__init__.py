@@ -1,0 +1,1 @@
+"""File formats: FCS read/write, Gating-ML, FlowJo workspaces, manifests."""

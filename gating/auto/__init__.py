@@ -1,0 +1,1 @@
+"""Automated gates as small estimators: fit(events) learns a geometry, predict() gives a mask."""

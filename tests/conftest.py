@@ -1,0 +1,47 @@
+"""Shared fixtures: where the read-only reference corpus lives, and offscreen Qt."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CD7FLOW_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLE_FCS = REPO / "sample_fcs"
+
+
+def _need_shared() -> Path:
+    if not (SHARED_DATA / "MANIFEST.tsv").is_file():
+        pytest.skip(f"reference corpus not found at {SHARED_DATA} (set CD7FLOW_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of ../shared/data; tests using it skip with a reason when it is absent."""
+    return _need_shared()
+
+
+def manifest_rows() -> list[dict[str, str]]:
+    """Rows of MANIFEST.tsv (empty list when the corpus is absent)."""
+    path = SHARED_DATA / "MANIFEST.tsv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def manifest_fcs_paths() -> list[str]:
+    """Relative paths of every FCS/LMD file listed in the manifest."""
+    return [r["path"] for r in manifest_rows() if r.get("fcs_version")]
+
+
+@pytest.fixture(scope="session")
+def sample_fcs_dir() -> Path:
+    if not (SAMPLE_FCS / "manifest.csv").is_file():
+        pytest.skip("sample_fcs/ demo study not generated")
+    return SAMPLE_FCS
