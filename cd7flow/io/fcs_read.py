@@ -515,6 +515,6 @@ def _attach_spillover(sample: Sample, where: str | None) -> None:
     try:
         sample.spillover = spillover_from_metadata(sample.metadata, sample.channels, where)
     except CompensationError as exc:
-        _warnings.warn(f"{sample.name}: spillover matrix ignored: {exc.problem}", stacklevel=3)
+        _warnings.warn(f"{sample.name}: spillover matrix ignored: {exc.problem}", stacklevel=4)
         sample.spillover = None
         sample.extra["spillover_error"] = str(exc)
