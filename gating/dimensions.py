@@ -46,6 +46,38 @@ class Dimension:
         return "[" + ", ".join(parts) + "]"
 
 
+@dataclass(frozen=True)
+class RatioDimension:
+    """A derived dimension: Gating-ML ``fratio`` of two channels.
+
+    value = A * (numerator - B) / (denominator - C), in the units of the ratio
+    (dimensionless when B and C are 0). A zero denominator gives NaN (undefined:
+    outside every gate). ``bound_min`` / ``bound_max`` clip the result (Gating-ML
+    bounded transformation); NaN stays NaN. A gate uses it through a
+    ``Dimension(channel=<this id>, compensation, transform)``: the compensation
+    applies to both input channels, the transform to the ratio.
+    """
+
+    id: str
+    numerator: str
+    denominator: str
+    A: float = 1.0
+    B: float = 0.0
+    C: float = 0.0
+    bound_min: float | None = None
+    bound_max: float | None = None
+
+    def compute(self, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        num = np.asarray(numerator, dtype=np.float64)
+        den = np.asarray(denominator, dtype=np.float64) - self.C
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.A * (num - self.B) / den
+        out[den == 0] = np.nan
+        if self.bound_min is not None or self.bound_max is not None:
+            out = np.clip(out, self.bound_min, self.bound_max)
+        return out
+
+
 @runtime_checkable
 class DataSource(Protocol):
     """Anything that can hand a gate the values of a dimension."""
@@ -62,7 +94,8 @@ class ArraySource:
     """A DataSource over an events x channels array with no compensation.
 
     ``transforms`` maps a transform id to a vectorised callable (e.g. a
-    cd7flow transform's ``apply``); a dimension naming a compensation other than
+    cd7flow transform's ``apply``); ``derived`` maps a derived-dimension id to a
+    :class:`RatioDimension`; a dimension naming a compensation other than
     None is refused, because plain arrays carry no matrix.
     """
 
@@ -71,6 +104,7 @@ class ArraySource:
         events: np.ndarray,
         channels: Sequence[str],
         transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+        derived: Mapping[str, RatioDimension] | None = None,
     ):
         events = np.asarray(events)
         if events.ndim != 2 or events.shape[1] != len(channels):
@@ -82,6 +116,7 @@ class ArraySource:
         self._index = {c: i for i, c in enumerate(self.channels)}
         self._lower = {c.lower(): i for i, c in enumerate(self.channels)}
         self.transforms = dict(transforms or {})
+        self.derived = dict(derived or {})
         self._cache: dict[Dimension, np.ndarray] = {}
 
     @property
@@ -103,7 +138,11 @@ class ArraySource:
                 f"dimension {dimension} asks for compensation {dimension.compensation!r}, "
                 "but an ArraySource holds no compensation matrix"
             )
-        values = self.column(dimension.channel)
+        ratio = self.derived.get(dimension.channel)
+        if ratio is not None:
+            values = ratio.compute(self.column(ratio.numerator), self.column(ratio.denominator))
+        else:
+            values = self.column(dimension.channel)
         if dimension.transform is not None:
             try:
                 transform = self.transforms[dimension.transform]

@@ -145,7 +145,8 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
     Vectorised over events, looping over edges; events outside the bounding box are
     rejected first. Ray towards +x; an edge counts when exactly one of its end points
     lies strictly above the point's y, so boundary points follow the half-open
-    convention (left/bottom in, right/top out). NaN coordinates are outside.
+    convention (left/bottom in, right/top out; a point on a sloped edge is in when
+    the polygon lies to its right). NaN coordinates are outside.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -166,8 +167,12 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
         if y1 == y2:
             continue  # a horizontal edge never straddles a ray
         straddles = (y1 > py) != (y2 > py)
-        x_cross = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= straddles & (px < x_cross)
+        # "point left of the edge's crossing" as the sign of an orientation product rather than
+        # a division: a point exactly on a sloped edge then gives exactly 0 and is classed by the
+        # half-open rule instead of by rounding noise.
+        cross = (x2 - x1) * (py - y1) - (px - x1) * (y2 - y1)
+        left = cross > 0 if y2 > y1 else cross < 0
+        inside ^= straddles & left
     result[candidates] = inside
     return result
 
