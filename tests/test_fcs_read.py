@@ -311,3 +311,306 @@ def test_manifest_versions_agree(shared_data):
         info = list_datasets(shared_data / rel)[0]
         assert info.version == row["fcs_version"], rel
         assert info.datatype == row["datatype"] and info.par == int(row["par"]), rel
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic files: one per known breakage
+# ----------------------------------------------------------------------------------------------
+RNG = np.random.default_rng(7)
+
+
+def _simple(n=50, byteord="1,2,3,4", version="FCS3.1", extra=None, **build):
+    """Two 16-bit channels with values < 1024 ($PnR 1024), plus the bytes and expected events."""
+    cols = [RNG.integers(0, 1024, n), RNG.integers(0, 1024, n)]
+    kw = int_keywords(["FSC-A", "SSC-A"], [16, 16], [1024, 1024], tot=n, byteord=byteord, extra=extra)
+    data = pack_columns(cols, [2, 2], byteord)
+    return build_fcs(kw, data, version=version, **build), np.column_stack(cols).astype(np.float64)
+
+
+def test_bytes_bytearray_and_bytesio_inputs():
+    raw, expected = _simple()
+    for src in (raw, bytearray(raw), io.BytesIO(raw)):
+        s = read_fcs(src, name="mem.fcs", preprocess=False)
+        np.testing.assert_array_equal(s.events, expected)
+        assert s.path == "mem.fcs"
+    import hashlib
+
+    assert read_fcs(raw).sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_path_input_is_memmapped_readonly(tmp_path):
+    raw, expected = _simple()
+    f = tmp_path / "a.fcs"
+    f.write_bytes(raw)
+    f.chmod(0o444)
+    s = read_fcs(f, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.path == str(f) and s.events.flags.writeable
+
+
+def test_doubled_delimiter_is_an_escape():
+    raw, _ = _simple(extra={"$P1S": "CD7/CD3 mix", "NOTE": "a//b"})
+    s = read_fcs(raw)
+    assert s.markers[0] == "CD7/CD3 mix"
+    assert s.metadata["NOTE"] == "a//b"
+
+
+def test_empty_value_written_as_doubled_delimiter():
+    kw = int_keywords(["A", "B"], [16, 16], [1024, 1024], tot=1)
+    text_kw = dict(kw)
+    raw = build_fcs(text_kw, pack_columns([np.array([5]), np.array([7])], [2, 2], "1,2,3,4"))
+    # splice an empty $P1S value in by hand: "/$P1S//" right after the opening delimiter
+    start = int(raw[10:18])
+    patched = raw[: start + 1] + b"$P1S//" + raw[start + 1 :]
+    patched = _shift_offsets(patched, 6)
+    s = read_fcs(patched)
+    assert s.metadata["$P1S"] == "" and s.channels == ("A", "B")
+    np.testing.assert_array_equal(s.events, [[5, 7]])
+
+
+def _shift_offsets(raw: bytes, by: int) -> bytes:
+    """After inserting ``by`` bytes into TEXT: move TEXT end and both DATA offset pairs."""
+    h = raw[:58].decode()
+    t0, t1, d0, d1 = (int(h[10 + 8 * i : 18 + 8 * i]) for i in range(4))
+    head = f"{h[:10]}{t0:8d}{t1 + by:8d}{d0 + by:8d}{d1 + by:8d}{h[42:]}".encode()
+    body = raw[58:]
+    for key in (b"$BEGINDATA/", b"$ENDDATA/"):
+        i = body.index(key) + len(key)
+        j = body.index(b"/", i)
+        body = body[:i] + str(int(body[i:j]) + by).rjust(j - i, "0").encode() + body[j:]
+    return head + body
+
+
+def test_missing_final_delimiter():
+    raw, expected = _simple(final_delimiter=False)
+    s = read_fcs(raw, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert any("final delimiter" in w for w in s.extra["warnings"])
+
+
+@pytest.mark.parametrize("header_data", ["zero", "blank"])
+def test_header_data_offsets_zero_or_blank_use_text(header_data):
+    raw, expected = _simple(header_data=header_data)
+    s = read_fcs(raw, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.extra["offsets"]["data_source"] == "TEXT"
+
+
+def test_leading_spaces_in_offsets_and_values():
+    raw, expected = _simple(offset_pad=" ", extra={"$TOT": "   50", "$PAR": " 2"})
+    np.testing.assert_array_equal(read_fcs(raw, preprocess=False).events, expected)
+
+
+def test_end_offset_one_past_eof():
+    raw, expected = _simple()
+    n = len(raw)
+    d0 = int(raw[26:34])
+    fixed = _rewrite_data_offsets(raw, (d0, n), (d0, n))
+    s = read_fcs(fixed, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert any("one past the end of file" in w for w in s.extra["warnings"])
+
+
+def _rewrite_data_offsets(raw: bytes, header: tuple[int, int], text: tuple[int, int]) -> bytes:
+    h = raw[:58].decode()
+    head = f"{h[:26]}{header[0]:8d}{header[1]:8d}{h[42:]}".encode()
+    body = raw[58:]
+    for key, value in ((b"$BEGINDATA/", text[0]), (b"$ENDDATA/", text[1])):
+        i = body.index(key) + len(key)
+        j = body.index(b"/", i)
+        body = body[:i] + str(value).rjust(j - i, "0").encode() + body[j:]
+    return head + body
+
+
+@pytest.mark.parametrize("version, wrong", [("FCS3.1", "header"), ("FCS3.1", "text"), ("FCS2.0", "header"),
+                                            ("FCS2.0", "text")])
+def test_conflicting_offsets_pick_the_span_that_matches(version, wrong):
+    raw, expected = _simple(version=version, trailing=b"\0" * 400)
+    d0, d1 = int(raw[26:34]), int(raw[34:42])
+    bad = (d0 - 40, d1 + 250)  # wrong start and a span that does not match $TOT x 4
+    header, text = (bad, (d0, d1)) if wrong == "header" else ((d0, d1), bad)
+    s = read_fcs(_rewrite_data_offsets(raw, header, text), preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.extra["offsets"]["data_source"] == ("TEXT" if wrong == "header" else "HEADER")
+    assert any("disagree" in w for w in s.extra["warnings"])
+
+
+def test_10bit_values_in_16bit_words_are_masked():
+    n = 40
+    vals = [RNG.integers(0, 1024, n), RNG.integers(0, 1024, n)]
+    junk = [v | (RNG.integers(0, 64, n) << 10) for v in vals]  # flags in bits 10-15 (Coulter XL)
+    kw = int_keywords(["FS", "SS"], [10, 10], [1024, 1024], tot=n, byteord="1,2")
+    s = read_fcs(build_fcs(kw, pack_columns(junk, [2, 2], "1,2"), version="FCS2.0"), preprocess=False)
+    np.testing.assert_array_equal(s.events, np.column_stack(vals))
+
+
+def test_packed_10bit_data_is_unsupported():
+    kw = int_keywords(["FS", "SS"], [10, 10], [1024, 1024], tot=8, byteord="1,2")
+    with pytest.raises(FCSUnsupportedError, match="packed"):
+        read_fcs(build_fcs(kw, b"\0" * 20, version="FCS2.0"))
+
+
+@pytest.mark.parametrize("byteord", ["1,2,3,4", "4,3,2,1"])
+def test_mixed_widths_8_16_24_32(byteord):
+    n = 64
+    bits = [8, 16, 24, 32, 16]
+    ranges = [256, 65536, 2**24, 2**32, 1000]  # last one needs the 1023 mask
+    cols = [RNG.integers(0, 2**b, n, dtype=np.uint64) for b in bits]
+    kw = int_keywords([f"C{i}" for i in range(5)], bits, ranges, tot=n, byteord=byteord)
+    s = read_fcs(build_fcs(kw, pack_columns(cols, [b // 8 for b in bits], byteord)), preprocess=False)
+    expected = np.column_stack(cols).astype(np.float64)
+    expected[:, 4] = np.bitwise_and(np.column_stack(cols)[:, 4], 1023)
+    np.testing.assert_array_equal(s.events, expected)
+
+
+@pytest.mark.parametrize("byteord", ["3,4,1,2", "2,1,4,3", "1,2,3,4", "4,3,2,1"])
+def test_odd_byte_orders_int32_and_float32(byteord):
+    n = 30
+    ints = RNG.integers(0, 2**32, n, dtype=np.uint64)
+    kw = int_keywords(["X"], [32], [2**32], tot=n, byteord=byteord)
+    s = read_fcs(build_fcs(kw, pack_columns([ints], [4], byteord)), preprocess=False)
+    np.testing.assert_array_equal(s.events[:, 0], ints.astype(np.float64))
+
+    floats = RNG.normal(size=n).astype(np.float32)
+    kwf = int_keywords(["Y"], [32], [1024], tot=n, byteord=byteord, datatype="F")
+    s = read_fcs(build_fcs(kwf, pack_columns([floats.view(np.uint32)], [4], byteord)), preprocess=False)
+    assert s.events.dtype == np.float32
+    np.testing.assert_array_equal(s.events[:, 0], floats)
+
+
+def test_double_data():
+    values = RNG.normal(size=(25, 3))
+    kw = int_keywords(["A", "B", "C"], [64] * 3, [1] * 3, tot=25, datatype="D", byteord="4,3,2,1")
+    s = read_fcs(build_fcs(kw, values.astype(">f8").tobytes()))
+    assert s.events.dtype == np.float64
+    np.testing.assert_array_equal(s.events, values)
+
+
+def test_pnb_star_for_float_data():
+    values = RNG.normal(size=(10, 2)).astype(np.float32)
+    kw = int_keywords(["A", "B"], ["*", "*"], [1, 1], tot=10, datatype="F")
+    np.testing.assert_array_equal(read_fcs(build_fcs(kw, values.astype("<f4").tobytes())).events, values)
+
+
+def test_latin1_text_never_crashes():
+    raw, _ = _simple(extra={"$P1S": "CD7 \u00b5-chain", "$CYT": "Cytom\u00e8tre"}, encoding="latin-1")
+    s = read_fcs(raw)
+    assert s.markers[0] == "CD7 \u00b5-chain" and s.metadata["$cyt"] == "Cytom\u00e8tre"
+    assert any("latin-1" in w for w in s.extra["warnings"])
+    utf8, _ = _simple(extra={"$P1S": "CD7 \u00b5-chain"})
+    assert read_fcs(utf8).markers[0] == "CD7 \u00b5-chain"
+
+
+def test_duplicate_pnn_made_unique():
+    kw = int_keywords(["FL1", "FL1", "fl1_2"], [16] * 3, [1024] * 3, tot=2)
+    s = read_fcs(build_fcs(kw, b"\0" * 12))
+    assert s.channels == ("FL1", "FL1_3", "fl1_2")
+    assert s.extra["original_channels"] == ("FL1", "FL1", "fl1_2")
+    assert s.metadata["$P2N"] == "FL1"
+
+
+def test_ascii_datatype_is_unsupported():
+    kw = int_keywords(["A"], [8], [1024], tot=1, datatype="A")
+    with pytest.raises(FCSUnsupportedError, match="ASCII"):
+        read_fcs(build_fcs(kw, b"12345678"), name="ascii.fcs")
+
+
+def test_oversize_tot_rejected_before_allocation():
+    kw = int_keywords(["A", "B"], [32, 32], [2**32, 2**32], tot=10**12, datatype="F")
+    raw = build_fcs(kw, b"\0" * 80)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FCSDataError, match=r"declares 1,000,000,000,000 events of 8 bytes .* holds 80 bytes"):
+            read_fcs(raw, name="huge.fcs")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_supplemental_text_is_merged():
+    raw, expected = _simple(extra={"$BEGINSTEXT": "0" * 8, "$ENDSTEXT": "0" * 8})
+    stext = b"/SUPPL KEY/hello/$CYT/From STEXT/"
+    s0 = len(raw)
+    patched = raw.replace(b"$BEGINSTEXT/00000000", f"$BEGINSTEXT/{s0:08d}".encode()).replace(
+        b"$ENDSTEXT/00000000", f"$ENDSTEXT/{s0 + len(stext) - 1:08d}".encode()
+    ) + stext
+    s = read_fcs(patched, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.metadata["suppl key"] == "hello" and s.metadata["$CYT"] == "From STEXT"
+
+
+def test_text_at_unusual_offset():
+    raw, expected = _simple(text_start=311)
+    np.testing.assert_array_equal(read_fcs(raw, preprocess=False).events, expected)
+
+
+def test_multi_dataset_follows_nextdata():
+    first, e1 = _simple(n=10)
+    second, e2 = _simple(n=7, version="FCS3.0")
+    third, e3 = _simple(n=3)
+    first, second = _set_nextdata(first, 0), _set_nextdata(second, 0)  # widen the field first
+    first = _set_nextdata(first, len(first))
+    second = _set_nextdata(second, len(second))
+    raw = first + second + third
+    infos = list_datasets(raw)
+    assert [i.offset for i in infos] == [0, len(first), len(first) + len(second)]
+    assert [i.tot for i in infos] == [10, 7, 3]
+    for k, expected in enumerate((e1, e2, e3)):
+        s = read_fcs(raw, dataset=k, preprocess=False)
+        np.testing.assert_array_equal(s.events, expected)
+        assert s.dataset == k
+    with pytest.raises(FCSError, match="has 3 data set"):
+        read_fcs(raw, dataset=3)
+
+
+def _set_nextdata(raw: bytes, value: int) -> bytes:
+    """Set $NEXTDATA in place (same width: pads the original '0' field to 10 digits first)."""
+    i = raw.index(b"$NEXTDATA/") + len(b"$NEXTDATA/")
+    j = raw.index(b"/", i)
+    width = 10
+    grown = raw[:i] + b"0" * width + raw[j:]
+    grown = _shift_offsets(grown, width - (j - i))
+    return grown[:i] + str(value).zfill(width).encode() + grown[i + width :]
+
+
+def test_nextdata_zero_padded_garbage_or_beyond_file_are_ignored():
+    raw, _ = _simple(n=5)
+    assert len(list_datasets(_set_nextdata(raw, 0))) == 1  # zero-padded $NEXTDATA means none
+    garbage = _set_nextdata(raw, 0).replace(b"$NEXTDATA/0000000000", b"$NEXTDATA/-000000001")
+    assert len(list_datasets(garbage)) == 1
+    assert any("not a number" in w for w in read_fcs(garbage).extra["warnings"])
+    beyond = _set_nextdata(raw, 10**9)
+    infos = list_datasets(beyond)
+    assert len(infos) == 1
+    assert any("beyond" in w for w in read_fcs(beyond).extra["warnings"])
+
+
+def test_preprocess_log_gain_and_timestep():
+    n = 20
+    x = RNG.integers(0, 1024, (n, 3))
+    kw = int_keywords(["FL1-H", "FSC-H", "Time"], [16] * 3, [1024] * 3, tot=n,
+                      extra={"$P1E": "4,0", "$P2G": "2.5", "$P3G": "4", "$TIMESTEP": "0.01"})
+    data = pack_columns([x[:, 0], x[:, 1], x[:, 2]], [2, 2, 2], "1,2,3,4")
+    s = read_fcs(build_fcs(kw, data))
+    np.testing.assert_allclose(s.events[:, 0], 10 ** (4 * x[:, 0] / 1024), rtol=1e-14)  # f2=0 -> 1
+    np.testing.assert_allclose(s.events[:, 1], x[:, 1] / 2.5, rtol=1e-14)
+    np.testing.assert_allclose(s.events[:, 2], x[:, 2] * 0.01, rtol=1e-14)  # time: never gain-scaled
+
+
+@pytest.mark.parametrize(
+    "mutation, error",
+    [
+        (lambda r: r[:30], FCSError),
+        (lambda r: b"XYZ" + r[3:], FCSError),
+        (lambda r: r.replace(b"$DATATYPE/I", b"$DATATYPE/Q"), FCSTextError),
+        (lambda r: r.replace(b"$PAR/2", b"$PAR/x"), FCSTextError),
+        (lambda r: r.replace(b"$BYTEORD/1,2,3,4", b"$BYTEORD/1,1,3,4"), FCSTextError),
+        (lambda r: r[:-10], FCSDataError),
+    ],
+)
+def test_bad_files_raise_fcs_errors_naming_the_file(mutation, error):
+    raw, _ = _simple()
+    with pytest.raises(error) as info:
+        read_fcs(mutation(raw), name="bad.fcs")
+    assert str(info.value).startswith("bad.fcs: ")

@@ -375,6 +375,7 @@ def read_fcs(path: Source, *, dataset: int = 0, preprocess: bool = True, name: s
     if dataset >= len(chain):
         raise FCSError(where, f"has {len(chain)} data set(s); data set {dataset} does not exist")
     p = chain[dataset]
+    _next_offset(buf, p, {q.base for q in chain}, where)  # records a broken $NEXTDATA in the warnings
     sample = _read_parsed(buf, p, where, preprocess)
     sample.dataset = dataset
     sample.sha256 = hashlib.sha256(buf).hexdigest()
