@@ -1,1 +1,24 @@
-"""Automated gates as small estimators: fit(events) learns a geometry, predict() gives a mask."""
+"""Automated gates as small estimators: fit(events) learns a geometry, predict() gives a mask.
+
+Every estimator takes its parameters in the constructor, is deterministic given
+``random_state`` (where it samples or fits a mixture), and exposes the fitted
+geometry as an ordinary gate in ``gate_`` (RectangleGate / PolygonGate), so it can be
+drawn, exported as Gating-ML and re-applied.
+"""
+from .leukocytes import POPULATIONS, CD45SSCPopulations, LineageGate
+from .qc import TimeCleanGate, ViabilityGate
+from .scatter import CellsGate, SingletGate
+from .thresholds import DensityThreshold, PercentileThreshold, density_1d
+
+__all__ = [
+    "POPULATIONS",
+    "CD45SSCPopulations",
+    "CellsGate",
+    "DensityThreshold",
+    "LineageGate",
+    "PercentileThreshold",
+    "SingletGate",
+    "TimeCleanGate",
+    "ViabilityGate",
+    "density_1d",
+]

@@ -1,0 +1,251 @@
+"""CD45 vs SSC populations (blasts, lymphocytes, monocytes, granulocytes) and lineage refinement.
+
+Populations are found relative to each other, never at fixed positions: a Gaussian
+mixture is fitted on (CD45, SSC), the lymphocyte component is the one that is most
+CD45-bright and SSC-low, and every other component is labelled by how far it sits
+from the lymphocytes in units of their pooled spread (a separation index, so the
+rules hold on any scale or transform).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import chi2
+from sklearn.mixture import GaussianMixture
+
+from ..errors import GatingError
+from ..gates import BooleanGate, PolygonGate, RectangleGate
+from ._base import AutoGate, ColumnSource, convex_hull, mahalanobis_sq, subsample
+from .thresholds import DensityThreshold
+
+POPULATIONS = ("blasts", "lymphocytes", "monocytes", "granulocytes", "cd45_negative")
+
+
+class CD45SSCPopulations(AutoGate):
+    """Leukocyte populations on CD45 (transformed) vs SSC (transformed or linear).
+
+    Component labelling, with dc / ds the separation from the lymphocyte component
+    on CD45 / SSC ((mean_k - mean_L) / sqrt(var_k + var_L)):
+
+    * lymphocytes: the component maximising CD45 - SSC (robustly scaled), plus any
+      component with ``dc >= -dim_gap`` and ``ds < mono_ssc_gap``;
+    * monocytes: ``dc >= -dim_gap`` and ``ds >= mono_ssc_gap`` (CD45-bright, SSC above lymphocytes);
+    * granulocytes: ``dc < -dim_gap`` and ``ds >= gran_ssc_gap``;
+    * CD45-dim SSC-low (``ds < gran_ssc_gap`` and ``dc < -dim_gap``): grouped from the
+      brightest down while neighbours are within ``negative_merge_gap`` on CD45; the
+      brightest group is the blasts, any group separated below it is cd45_negative
+      (erythroid cells, debris), never called blasts.
+
+    Components that form one mode are merged first (see ``_merge_components``), and dc /
+    ds are computed between the merged clusters. Components below ``min_weight`` are
+    left unlabelled. Each population's gate is the
+    convex hull of its events that lie within the ``coverage`` Mahalanobis ellipse of
+    their own component.
+
+    ``population`` picks what ``predict`` and ``gate_`` return; ``gates_`` holds every
+    population found and ``predict_populations`` gives all masks.
+    """
+
+    n_dims = 2
+    gate_id_default = "blasts"
+    min_fit_events = 100
+
+    def __init__(self, dimensions=("CD45", "SSC-A"), population: str = "blasts", n_components: int = 8,
+                 coverage: float = 0.95, dim_gap: float = 1.0, mono_ssc_gap: float = 1.5,
+                 gran_ssc_gap: float = 3.0, negative_merge_gap: float = 3.0, merge_ratio: float = 0.8,
+                 min_weight: float = 0.005,
+                 max_fit_events: int | None = 40_000, random_state: int = 0, gate_id: str | None = None):
+        super().__init__(dimensions, gate_id or population)
+        if population not in POPULATIONS:
+            raise GatingError(f"CD45SSCPopulations: population must be one of {POPULATIONS}, got {population!r}")
+        self.population = population
+        self.n_components = n_components
+        self.coverage = coverage
+        self.dim_gap = dim_gap
+        self.mono_ssc_gap = mono_ssc_gap
+        self.gran_ssc_gap = gran_ssc_gap
+        self.negative_merge_gap = negative_merge_gap
+        self.merge_ratio = merge_ratio
+        self.min_weight = min_weight
+        self.max_fit_events = max_fit_events
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray) -> None:
+        X = subsample(X, self.max_fit_events, self.random_state)
+        center = np.median(X, axis=0)
+        scale = np.subtract(*np.percentile(X, [95, 5], axis=0))
+        scale[scale <= 0] = 1.0
+        Z = (X - center) / scale
+        gmm = GaussianMixture(self.n_components, covariance_type="full", random_state=self.random_state,
+                              reg_covar=1e-5, max_iter=200).fit(Z)
+        self.mixture_ = gmm
+        self.labels_ = self._label_components(gmm)
+        comp = gmm.predict(Z)
+        limit = chi2.ppf(self.coverage, 2)
+        core = np.zeros(Z.shape[0], dtype=bool)
+        for k in range(self.n_components):
+            members = comp == k
+            if members.sum() >= 3:
+                core[members] = mahalanobis_sq(Z[members], gmm.means_[k], gmm.covariances_[k]) <= limit
+        self.vertices_ = {}
+        for pop in POPULATIONS:
+            ks = [k for k, name in self.labels_.items() if name == pop]
+            sel = core & np.isin(comp, ks)
+            if sel.sum() >= 3:
+                try:
+                    self.vertices_[pop] = convex_hull(X[sel])
+                except GatingError:
+                    continue
+        if self.population not in self.vertices_:
+            found = ", ".join(sorted(self.vertices_)) or "none"
+            raise GatingError(
+                f"CD45SSCPopulations ({self.gate_id}): no {self.population} population found on "
+                f"{[str(d) for d in self.dimensions]} (found: {found})"
+            )
+
+    def _merge_components(self, gmm: GaussianMixture, usable: list[int]) -> list[list[int]]:
+        """Group components that together form one mode (no density dip between their means).
+
+        A mixture often spends several components on one skewed population; splitting it
+        would create spurious separations. Two components merge when the density of the
+        pair along the segment joining their means never falls below ``merge_ratio`` x the
+        lower of the two end densities (a unimodality check in the spirit of Hennig 2010).
+        """
+        from scipy.stats import multivariate_normal
+
+        parent = {k: k for k in usable}
+
+        def root(k):
+            while parent[k] != k:
+                k = parent[k]
+            return k
+
+        t = np.linspace(0.0, 1.0, 41)[:, None]
+        for i, a in enumerate(usable):
+            for b in usable[i + 1:]:
+                path = gmm.means_[a] + t * (gmm.means_[b] - gmm.means_[a])
+                dens = sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
+                           for k in (a, b))
+                if dens.min() >= self.merge_ratio * min(dens[0], dens[-1]):
+                    parent[root(b)] = root(a)
+        groups: dict[int, list[int]] = {}
+        for k in usable:
+            groups.setdefault(root(k), []).append(k)
+        return list(groups.values())
+
+    def _label_components(self, gmm: GaussianMixture) -> dict[int, str]:
+        usable = [int(k) for k in np.flatnonzero(gmm.weights_ >= self.min_weight)]
+        clusters = self._merge_components(gmm, usable)
+        # Moment-matched mean and per-axis variance of each merged cluster.
+        means, var = [], []
+        for ks in clusters:
+            w = gmm.weights_[ks] / gmm.weights_[ks].sum()
+            m = (w[:, None] * gmm.means_[ks]).sum(axis=0)
+            v = sum(wk * (np.diag(gmm.covariances_[k]) + (gmm.means_[k] - m) ** 2) for wk, k in zip(w, ks))
+            means.append(m)
+            var.append(v)
+        means, var = np.array(means), np.array(var)
+        n = len(clusters)
+        lymph = max(range(n), key=lambda c: means[c, 0] - means[c, 1])
+        names = {lymph: "lymphocytes"}
+        sep = {c: (means[c] - means[lymph]) / np.sqrt(var[c] + var[lymph]) for c in range(n)}
+        dim = []
+        for c in range(n):
+            if c == lymph:
+                continue
+            dc, ds = sep[c]
+            if dc >= -self.dim_gap:
+                names[c] = "monocytes" if ds >= self.mono_ssc_gap else "lymphocytes"
+            elif ds >= self.gran_ssc_gap:
+                names[c] = "granulocytes"
+            else:
+                dim.append(c)
+        # CD45-dim/negative SSC-low components, brightest first, are grouped while each is
+        # within negative_merge_gap (CD45 separation) of the previous one: one broad blast
+        # population often takes several components. The brightest group is the blasts;
+        # a group separated below it is CD45-negative (erythroid cells, debris).
+        dim.sort(key=lambda c: -means[c, 0])
+        group = 0
+        for i, c in enumerate(dim):
+            if i > 0:
+                prev = dim[i - 1]
+                gap = (means[prev, 0] - means[c, 0]) / np.sqrt(var[prev, 0] + var[c, 0])
+                if gap >= self.negative_merge_gap:
+                    group += 1
+            names[c] = "blasts" if group == 0 else "cd45_negative"
+        self.separation_ = {tuple(clusters[c]): (float(v[0]), float(v[1])) for c, v in sep.items()}
+        return {k: names[c] for c, ks in enumerate(clusters) for k in ks}
+
+    def _build_gate(self) -> PolygonGate:
+        self.gates_ = {
+            pop: PolygonGate(self.gate_id if pop == self.population else pop, self.dimensions, v)
+            for pop, v in self.vertices_.items()
+        }
+        return self.gates_[self.population]
+
+    def predict_populations(self, X) -> dict[str, np.ndarray]:
+        """Masks of every population found (name -> bool mask)."""
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        src = ColumnSource(X, self.dimensions)
+        return {pop: np.asarray(g.contains(src), dtype=bool) for pop, g in self.gates_.items()}
+
+
+class LineageGate(AutoGate):
+    """Lineage refinement of blasts: positive for any (or all) of the given markers.
+
+    Each marker's threshold is a ``percentile`` of a negative reference population
+    passed to ``fit(X, reference=...)`` (e.g. B cells or lymphocytes, which lack CD34,
+    CD117 and CD33), or, with no reference, the density valley on the blasts themselves.
+    The marker being screened (CD7) must never be one of these: refining on it would
+    select the answer.
+
+    ``gates_`` holds one range gate per marker (x >= threshold); ``gate_`` is that gate
+    when there is one marker, a RectangleGate for ``mode="all"``, and for ``mode="any"``
+    a BooleanGate 'or' over ``gates_`` (add ``gates_`` to the tree with it).
+    """
+
+    gate_id_default = "lineage"
+    min_fit_events = 10
+
+    def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, gate_id: str | None = None):
+        dims = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+        self.n_dims = len(dims)
+        super().__init__(dims, gate_id)
+        if mode not in ("any", "all"):
+            raise GatingError(f"LineageGate: mode must be 'any' or 'all', got {mode!r}")
+        self.mode = mode
+        self.percentile = percentile
+
+    def fit(self, X, y=None, reference=None) -> "LineageGate":
+        self._reference = None if reference is None else np.asarray(reference, dtype=np.float64)
+        if self._reference is not None and self._reference.ndim == 1:
+            self._reference = self._reference[:, None]
+        return super().fit(X, y)
+
+    def _fit(self, X: np.ndarray) -> None:
+        thresholds = []
+        for j in range(self.n_dims):
+            if self._reference is not None:
+                ref = self._reference[:, j]
+                ref = ref[np.isfinite(ref)]
+                if ref.size < self.min_fit_events:
+                    raise GatingError(f"LineageGate ({self.gate_id}): reference has only {ref.size} events")
+                thresholds.append(float(np.percentile(ref, self.percentile)))
+            else:
+                thresholds.append(DensityThreshold(self.dimensions[j]).fit(X[:, j]).threshold_)
+        self.thresholds_ = np.array(thresholds)
+
+    def _build_gate(self):
+        self.gates_ = [
+            RectangleGate(f"{self.gate_id}_{d.channel}", [d], [t], [None])
+            for d, t in zip(self.dimensions, self.thresholds_)
+        ]
+        if self.n_dims == 1:
+            return self.gates_[0]
+        if self.mode == "all":
+            return RectangleGate(self.gate_id, self.dimensions, list(self.thresholds_), [None] * self.n_dims)
+        return BooleanGate(self.gate_id, "or", [g.id for g in self.gates_])
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        pos = X >= self.thresholds_
+        return pos.any(axis=1) if self.mode == "any" else pos.all(axis=1)

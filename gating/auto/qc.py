@@ -1,0 +1,116 @@
+"""Quality gates: viable cells (valley on a viability dye) and time-clean (anomalous Time bins)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GatingError
+from ..gates import RectangleGate
+from ._base import AutoGate, ColumnSource
+from .thresholds import DensityThreshold, tail_point
+
+
+class ViabilityGate(DensityThreshold):
+    """Viable cells: below the valley between the live (dye-low) and dead (dye-bright) peaks.
+
+    Give the dye on a transformed scale (e.g. logicle units). With no dead peak there is
+    no valley: the threshold goes where the live peak's density has fallen to
+    ``fallback_fraction`` of its height on the bright side (``method_ == "tail"``).
+    """
+
+    gate_id_default = "viable"
+
+    def __init__(self, dimension="Viability", adjust: float = 1.0, min_peak_height: float = 0.02,
+                 fallback_fraction: float = 0.01, search: tuple[float, float] | None = None,
+                 gate_id: str | None = None):
+        super().__init__(dimension, side="below", search=search, adjust=adjust, min_peak_height=min_peak_height,
+                         fallback_fraction=fallback_fraction, fallback_direction="right", gate_id=gate_id)
+
+    def _fit(self, X: np.ndarray) -> None:
+        super()._fit(X)
+        if self.method_ == "valley":
+            # Live cells are the majority in any sample worth analysing; if the upper peak
+            # is the bigger one the valley separates two live subsets (or dye-bright is live),
+            # so fall back to the tail of the biggest peak instead of discarding most cells.
+            d = self.density_
+            lo_peak, hi_peak = (int(np.argmin(np.abs(d.grid - p))) for p in self.peaks_)
+            if d.density[hi_peak] > d.density[lo_peak] and np.mean(X[:, 0] < self.threshold_) < 0.5:
+                self.threshold_ = tail_point(d, hi_peak, self.fallback_fraction, "right")
+                self.method_ = "tail"
+
+
+class TimeCleanGate(AutoGate):
+    """Drop events acquired in anomalous Time bins (flowAI-style flow-rate check).
+
+    Time (in the channel's units; $TIMESTEP converts them to seconds) is cut into
+    ``n_bins`` equal bins between the first and last event. A bin is anomalous when its
+    event count differs from the median bin count by more than ``n_mad`` robust SDs
+    (1.4826 x MAD, floored at the Poisson SD sqrt(median)) AND by more than
+    ``min_relative_change`` of the median (so a tiny jitter in a very steady run is kept).
+
+    Attributes after fit: ``edges_`` (bin edges), ``counts_``, ``good_bins_`` (bool),
+    ``intervals_`` ([start, end) of each run of good bins), ``gates_`` (one RectangleGate
+    per interval) and ``gate_``: the single interval, or — when anomalies sit inside the
+    run — the longest interval, with ``predict`` still using every good interval.
+    """
+
+    n_dims = 1
+    gate_id_default = "time_clean"
+    min_fit_events = 100
+
+    def __init__(self, dimension="Time", n_bins: int = 100, n_mad: float = 5.0, min_relative_change: float = 0.3,
+                 gate_id: str | None = None):
+        super().__init__(dimension, gate_id)
+        if n_bins < 5:
+            raise GatingError(f"TimeCleanGate: n_bins must be >= 5, got {n_bins}")
+        self.n_bins = n_bins
+        self.n_mad = n_mad
+        self.min_relative_change = min_relative_change
+
+    def _fit(self, X: np.ndarray) -> None:
+        t = X[:, 0]
+        t0, t1 = float(t.min()), float(t.max())
+        if t1 <= t0:
+            raise GatingError(f"TimeCleanGate ({self.gate_id}): Time is constant ({t0}); cannot bin it")
+        edges = np.linspace(t0, t1, self.n_bins + 1)
+        counts, _ = np.histogram(t, bins=edges)
+        med = float(np.median(counts))
+        rsd = max(1.4826 * float(np.median(np.abs(counts - med))), np.sqrt(max(med, 1.0)))
+        dev = np.abs(counts - med)
+        bad = (dev > self.n_mad * rsd) & (dev > self.min_relative_change * med)
+        self.edges_ = edges
+        self.counts_ = counts
+        self.good_bins_ = ~bad
+        intervals = []
+        k = 0
+        while k < self.n_bins:
+            if bad[k]:
+                k += 1
+                continue
+            j = k
+            while j + 1 < self.n_bins and not bad[j + 1]:
+                j += 1
+            hi = None if j == self.n_bins - 1 else float(edges[j + 1])  # open end keeps the last event
+            intervals.append((float(edges[k]), hi))
+            k = j + 1
+        if not intervals:
+            raise GatingError(f"TimeCleanGate ({self.gate_id}): every Time bin looks anomalous")
+        self.intervals_ = intervals
+
+    def _build_gate(self) -> RectangleGate:
+        self.gates_ = [
+            RectangleGate(self.gate_id if len(self.intervals_) == 1 else f"{self.gate_id}_{i + 1}",
+                          self.dimensions, [lo], [hi])
+            for i, (lo, hi) in enumerate(self.intervals_)
+        ]
+        if len(self.gates_) == 1:
+            return self.gates_[0]
+        lengths = [(hi if hi is not None else self.edges_[-1]) - lo for lo, hi in self.intervals_]
+        longest = self.intervals_[int(np.argmax(lengths))]
+        return RectangleGate(self.gate_id, self.dimensions, [longest[0]], [longest[1]])
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        src = ColumnSource(X, self.dimensions)
+        mask = np.zeros(X.shape[0], dtype=bool)
+        for g in self.gates_:
+            mask |= g.contains(src)
+        return mask

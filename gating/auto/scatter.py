@@ -1,0 +1,134 @@
+"""Scatter gates: cells vs debris on FSC-A/SSC-A, singlets on FSC-A/FSC-H.
+
+Scatter channels are normally linear; both estimators work in whatever units they
+are given and return their polygons in those units.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import chi2
+from sklearn.mixture import GaussianMixture
+
+from ..errors import GatingError
+from ..gates import PolygonGate
+from ._base import AutoGate, convex_hull, mahalanobis_sq, subsample
+from .thresholds import DensityThreshold
+
+
+class CellsGate(AutoGate):
+    """Cells (not debris) on FSC-A vs SSC-A, by a Gaussian mixture.
+
+    The mixture (``n_components``) is fitted on robustly scaled (FSC, SSC). Components
+    whose mean FSC lies below the debris valley (the density minimum between the
+    low-FSC debris peak and the cell peak on FSC, searched below the FSC median) are
+    debris; the rest are cells. The gate is the convex hull of cell events lying
+    within the ``coverage`` Mahalanobis ellipse of their own component, and events
+    at the top of the scale (saturated, >= ``saturation`` quantile when values pile up
+    there) are left out of the fit.
+
+    Attributes after fit: ``debris_threshold_`` (FSC units, None when no debris peak),
+    ``mixture_``, ``cell_components_``, ``vertices_``, ``gate_`` (PolygonGate).
+    """
+
+    n_dims = 2
+    gate_id_default = "cells"
+    min_fit_events = 50
+
+    def __init__(self, dimensions=("FSC-A", "SSC-A"), n_components: int = 4, coverage: float = 0.99,
+                 max_fit_events: int | None = 30_000, random_state: int = 0, gate_id: str | None = None):
+        super().__init__(dimensions, gate_id)
+        if not 0 < coverage < 1:
+            raise GatingError(f"CellsGate: coverage must be in (0, 1), got {coverage}")
+        self.n_components = n_components
+        self.coverage = coverage
+        self.max_fit_events = max_fit_events
+        self.random_state = random_state
+
+    def _fit(self, X: np.ndarray) -> None:
+        # Off-scale events pile up at the channel maximum and would drag a component there.
+        top = X.max(axis=0)
+        not_saturated = np.all(X < top, axis=1) if np.mean(np.any(X >= top, axis=1)) > 0.001 else slice(None)
+        X = subsample(X[not_saturated], self.max_fit_events, self.random_state)
+        fsc = X[:, 0]
+        valley = DensityThreshold(self.dimensions[0], search=(float(fsc.min()), float(np.median(fsc))),
+                                  min_peak_height=0.02)
+        valley.fit(fsc)
+        self.debris_threshold_ = valley.threshold_ if valley.method_ == "valley" else None
+        center = np.median(X, axis=0)
+        scale = np.subtract(*np.percentile(X, [90, 10], axis=0))
+        scale[scale <= 0] = 1.0
+        Z = (X - center) / scale
+        gmm = GaussianMixture(self.n_components, covariance_type="full", random_state=self.random_state,
+                              n_init=1, reg_covar=1e-4).fit(Z)
+        self.mixture_ = gmm
+        means_fsc = gmm.means_[:, 0] * scale[0] + center[0]
+        cells = np.ones(self.n_components, dtype=bool)
+        if self.debris_threshold_ is not None:
+            cells = means_fsc >= self.debris_threshold_
+        if not cells.any():
+            cells[np.argmax(means_fsc)] = True
+        self.cell_components_ = np.flatnonzero(cells)
+        labels = gmm.predict(Z)
+        limit = chi2.ppf(self.coverage, 2)
+        core = np.zeros(Z.shape[0], dtype=bool)
+        for k in self.cell_components_:
+            members = labels == k
+            if members.sum() >= 3:
+                core[members] = mahalanobis_sq(Z[members], gmm.means_[k], gmm.covariances_[k]) <= limit
+        if self.debris_threshold_ is not None:
+            core &= fsc >= self.debris_threshold_
+        if core.sum() < 3:
+            raise GatingError(f"CellsGate ({self.gate_id}): found no cell population on {self.dimensions}")
+        self.vertices_ = convex_hull(X[core])
+
+    def _build_gate(self) -> PolygonGate:
+        return PolygonGate(self.gate_id, self.dimensions, self.vertices_)
+
+
+class SingletGate(AutoGate):
+    """Singlets on FSC-A vs FSC-H: a band of the area/height ratio fitted robustly.
+
+    Doublets have a larger area for their height. The band is median(A/H) minus
+    ``n_mad_low`` and plus ``n_mad_high`` scaled MADs (1.4826 x MAD, a robust SD), with
+    the ratio computed on events with positive A and H. The gate is the wedge polygon
+    between the two ratio lines from the origin to 5% past the largest FSC-A fitted.
+
+    Attributes after fit: ``ratio_median_``, ``ratio_low_``, ``ratio_high_`` (A/H, unitless),
+    ``vertices_`` and ``gate_`` (PolygonGate, same units as the input).
+    """
+
+    n_dims = 2
+    gate_id_default = "singlets"
+    min_fit_events = 20
+
+    def __init__(self, dimensions=("FSC-A", "FSC-H"), n_mad_low: float = 4.0, n_mad_high: float = 3.0,
+                 gate_id: str | None = None):
+        super().__init__(dimensions, gate_id)
+        if n_mad_low <= 0 or n_mad_high <= 0:
+            raise GatingError("SingletGate: n_mad_low and n_mad_high must be > 0")
+        self.n_mad_low = n_mad_low
+        self.n_mad_high = n_mad_high
+
+    def _fit(self, X: np.ndarray) -> None:
+        a, h = X[:, 0], X[:, 1]
+        ok = (a > 0) & (h > 0)
+        if ok.sum() < self.min_fit_events:
+            raise GatingError(f"SingletGate ({self.gate_id}): fewer than {self.min_fit_events} events with A, H > 0")
+        ratio = a[ok] / h[ok]
+        med = float(np.median(ratio))
+        rsd = 1.4826 * float(np.median(np.abs(ratio - med)))
+        if rsd == 0:
+            rsd = 0.01 * med  # all ratios identical (synthetic data): a 1% band
+        self.ratio_median_ = med
+        self.ratio_low_ = max(med - self.n_mad_low * rsd, 1e-6)
+        self.ratio_high_ = med + self.n_mad_high * rsd
+        a_end = float(a[ok].max()) * 1.05
+        # A = ratio * H, so the low-ratio line is the upper edge in (A, H).
+        self.vertices_ = np.array([
+            [0.0, 0.0],
+            [a_end, a_end / self.ratio_high_],
+            [a_end, a_end / self.ratio_low_],
+        ])
+
+    def _build_gate(self) -> PolygonGate:
+        return PolygonGate(self.gate_id, self.dimensions, self.vertices_)

@@ -1,0 +1,180 @@
+"""Automated gates on synthetic populations with known labels, and on real files with manual gates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gating import ArraySource, Dimension
+from gating.auto import (
+    CD45SSCPopulations,
+    CellsGate,
+    DensityThreshold,
+    LineageGate,
+    PercentileThreshold,
+    SingletGate,
+    TimeCleanGate,
+    ViabilityGate,
+)
+from gating.errors import GatingError
+from gating.gates import BooleanGate, PolygonGate, RectangleGate
+
+
+def _blob(rng, n, cx, cy, sx, sy):
+    return np.c_[rng.normal(cx, sx, n), rng.normal(cy, sy, n)]
+
+
+def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = np.sum(pred & truth)
+    return 2 * tp / (pred.sum() + truth.sum())
+
+
+def _reapply(gate, X, names):
+    """Evaluate an exported gate through a plain ArraySource, as a re-import would."""
+    return gate.contains(ArraySource(X, names))
+
+
+def test_density_valley_between_two_peaks_matches_hand_computed_minimum():
+    rng = np.random.default_rng(3)
+    x = np.r_[rng.normal(0.2, 0.05, 6000), rng.normal(0.7, 0.08, 3000)]
+    est = DensityThreshold("CD7").fit(x)
+    assert est.method_ == "valley"
+    # Mixture density minimum (equal-variance-free) computed on a fine grid:
+    g = np.linspace(0.25, 0.65, 4001)
+    pdf = 6000 / 0.05 * np.exp(-0.5 * ((g - 0.2) / 0.05) ** 2) + 3000 / 0.08 * np.exp(-0.5 * ((g - 0.7) / 0.08) ** 2)
+    assert est.threshold_ == pytest.approx(g[np.argmin(pdf)], abs=0.03)
+    assert isinstance(est.gate_, RectangleGate) and est.gate_.mins == (est.threshold_,)
+    assert np.array_equal(est.predict(x), x >= est.threshold_)
+
+
+def test_density_threshold_single_peak_falls_back_to_tail_and_says_so():
+    x = np.random.default_rng(0).normal(1.0, 0.1, 5000)
+    est = DensityThreshold("X").fit(x)
+    assert est.method_ == "tail"
+    assert 1.2 < est.threshold_ < 1.5
+    assert est.predict(x).mean() < 0.02
+
+
+def test_percentile_threshold_is_the_reference_percentile_and_refuses_tiny_reference():
+    ref = np.arange(1000, dtype=float)
+    est = PercentileThreshold("CD7", percentile=99.5).fit(ref)
+    assert est.threshold_ == pytest.approx(np.percentile(ref, 99.5))
+    assert est.predict(np.array([994.0, 995.0, np.nan])).tolist() == [False, True, False]
+    with pytest.raises(GatingError, match="at least 50"):
+        PercentileThreshold("CD7").fit(np.arange(10.0))
+
+
+def test_viability_gate_keeps_dye_low_events():
+    rng = np.random.default_rng(5)
+    live = rng.normal(0.25, 0.05, 8000)
+    dead = rng.normal(0.75, 0.06, 1500)
+    x = np.r_[live, dead]
+    est = ViabilityGate("Viability").fit(x)
+    m = est.predict(x)
+    assert m[:8000].mean() > 0.99 and m[8000:].mean() < 0.01
+    assert est.gate_.maxs == (est.threshold_,)
+
+
+def test_cells_gate_excludes_debris_and_reapplies_identically():
+    rng = np.random.default_rng(7)
+    debris = np.abs(np.c_[rng.exponential(6000, 15000), rng.exponential(4000, 15000)])
+    cells = np.r_[_blob(rng, 30000, 60000, 20000, 8000, 5000), _blob(rng, 10000, 110000, 90000, 12000, 15000)]
+    X = np.r_[debris, cells]
+    truth = np.r_[np.zeros(len(debris), bool), np.ones(len(cells), bool)]
+    est = CellsGate(("FSC-A", "SSC-A"), random_state=0).fit(X)
+    m = est.predict(X)
+    assert _f1(m, truth) > 0.97
+    assert isinstance(est.gate_, PolygonGate)
+    assert np.array_equal(_reapply(est.gate_, X, ["FSC-A", "SSC-A"]), m)
+    again = CellsGate(("FSC-A", "SSC-A"), random_state=0).fit(X)
+    assert np.array_equal(again.gate_.vertices, est.gate_.vertices)
+
+
+def test_singlet_gate_ratio_band_drops_doublets():
+    rng = np.random.default_rng(11)
+    h = rng.normal(60000, 10000, 40000)
+    ratio = rng.normal(1.15, 0.02, 40000)
+    doublet = np.zeros(40000, bool)
+    doublet[:4000] = True
+    ratio[doublet] *= 1.6
+    X = np.c_[h * ratio, h]
+    est = SingletGate().fit(X)
+    assert est.ratio_median_ == pytest.approx(1.15, abs=0.01)
+    m = est.predict(X)
+    assert m[~doublet].mean() > 0.99 and m[doublet].mean() < 0.01
+    assert np.array_equal(_reapply(est.gate_, X, ["FSC-A", "FSC-H"]), m)
+
+
+def test_time_clean_drops_a_burst_and_keeps_steady_flow():
+    rng = np.random.default_rng(2)
+    t = np.r_[np.sort(rng.uniform(0, 100, 50000)), rng.uniform(60, 61, 4000)]
+    est = TimeCleanGate("Time", n_bins=100).fit(t)
+    assert len(est.intervals_) == 2
+    m = est.predict(t)
+    assert m[50000:].mean() < 0.05  # the burst bin is dropped (a few burst events share the next bin)
+    assert m[(t < 59.9) | (t > 61.1)].all()
+    flat = np.sort(rng.uniform(0, 100, 50000))
+    steady = TimeCleanGate().fit(flat)
+    assert len(steady.intervals_) == 1 and steady.predict(flat).all()
+
+
+def _leukocytes(rng, n_blasts=20000):
+    parts = [
+        (n_blasts, 0.45, 0.30, 0.04, 0.05),  # blasts: CD45-dim, SSC-low
+        (5000, 0.78, 0.25, 0.035, 0.04),  # lymphocytes: CD45-bright, SSC-low
+        (2000, 0.74, 0.45, 0.035, 0.04),  # monocytes
+        (8000, 0.60, 0.72, 0.04, 0.05),  # granulocytes
+        (1000, 0.08, 0.20, 0.04, 0.05),  # CD45-negative (erythroid)
+    ]
+    X = np.concatenate([_blob(rng, n, cx, cy, sx, sy) for n, cx, cy, sx, sy in parts])
+    labels = np.repeat(np.arange(len(parts)), [p[0] for p in parts])
+    return X, labels
+
+
+@pytest.mark.parametrize("n_blasts", [400, 3000, 20000, 60000])
+def test_cd45_ssc_populations_found_relative_to_each_other(n_blasts):
+    rng = np.random.default_rng(n_blasts)
+    X, labels = _leukocytes(rng, n_blasts)
+    # A shifted, rescaled copy of the same biology must be gated the same way.
+    for shift, scale in ((0.0, 1.0), (3.0, 250.0)):
+        Xs = X * scale + shift
+        est = CD45SSCPopulations(("CD45", "SSC-A"), random_state=0).fit(Xs)
+        masks = est.predict_populations(Xs)
+        assert _f1(masks["blasts"], labels == 0) > 0.9
+        assert _f1(masks["lymphocytes"], labels == 1) > 0.9
+        assert _f1(masks["granulocytes"], labels == 3) > 0.9
+        assert not (masks["blasts"] & (labels == 4)).any()
+        assert np.array_equal(est.predict(Xs), masks["blasts"])
+        assert np.array_equal(_reapply(est.gate_, Xs, ["CD45", "SSC-A"]), masks["blasts"])
+
+
+def test_cd45_ssc_population_missing_is_a_gating_error():
+    rng = np.random.default_rng(1)
+    X = _blob(rng, 5000, 0.78, 0.25, 0.035, 0.04)
+    with pytest.raises(GatingError, match="no blasts population"):
+        CD45SSCPopulations(n_components=2).fit(X)
+
+
+def test_lineage_gate_any_uses_reference_percentiles():
+    rng = np.random.default_rng(4)
+    blasts = np.c_[np.r_[rng.normal(0.7, 0.05, 900), rng.normal(0.2, 0.05, 100)], rng.normal(0.2, 0.05, 1000)]
+    ref = rng.normal(0.2, 0.05, (2000, 2))
+    est = LineageGate(["CD34", "CD117"], mode="any", percentile=99).fit(blasts, reference=ref)
+    assert est.thresholds_ == pytest.approx(np.percentile(ref, 99, axis=0))
+    m = est.predict(blasts)
+    assert m[:900].mean() > 0.99 and m[900:].mean() < 0.05
+    assert isinstance(est.gate_, BooleanGate) and len(est.gates_) == 2
+
+
+def test_predict_before_fit_and_bad_shapes_are_gating_errors():
+    with pytest.raises(GatingError, match="not fitted"):
+        SingletGate().predict(np.zeros((3, 2)))
+    with pytest.raises(GatingError, match="events x 2"):
+        SingletGate().fit(np.zeros((30, 3)))
+    with pytest.raises(GatingError, match="needs 2 dimension"):
+        CellsGate(("FSC-A",))
+
+
+def test_dimensions_with_transforms_are_kept_on_the_gate():
+    d = Dimension("CD7", compensation="FCS", transform="logicle")
+    est = PercentileThreshold(d).fit(np.arange(100.0))
+    assert est.gate_.dimensions == (d,)
