@@ -517,9 +517,9 @@ class _BiexponentialBase(Transform):
             r[bad] = self._solve_exact(v[bad])
         r[v == 0] = self._x1
         np.copyto(dst, np.where(neg, 2 * self._x1 - r, r))
-        nan = np.isnan(x64)
-        if nan.any():
-            dst[nan] = np.nan
+        special = ~np.isfinite(x64)
+        if special.any():  # +-inf map to +-inf, NaN stays NaN
+            dst[special] = x64[special]
 
     def _inverse_kernel(self, src, dst):
         s = src.astype(np.float64)
@@ -745,6 +745,11 @@ class FlowJoBiexTransform(Transform):
     def params(self) -> dict[str, float]:
         return {"negative": self.negative, "width": self.width, "positive": self.positive,
                 "max_value": self.max_value, "length": self.length}
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """(lowest, highest) data value on the table; apply() clips data outside it."""
+        return float(self._data[0]), float(self._data[-1])
 
     def _lut(self) -> tuple[np.ndarray, np.ndarray]:
         n_ch = self.channel_range
