@@ -254,7 +254,7 @@ class _Reader:
             raise self.fail(f"root element is <{_local(root.tag)}>, not <Gating-ML>")
         strategy = GatingStrategy(source_path=self.path)
         pending: list[tuple[Gate, str | None]] = []
-        for el in root:
+        for el in self._definitions(root):
             name = _local(el.tag)
             try:
                 if name == "transformation":
@@ -268,6 +268,17 @@ class _Reader:
         self.build_tree(strategy.tree, pending)
         self.check_references(strategy)
         return strategy
+
+    def _definitions(self, parent: ET.Element):
+        """Top-level definitions; elements of foreign namespaces are looked into, not skipped
+        (files wrap gates in vendor containers such as <sample>)."""
+        for el in parent:
+            tag = el.tag if isinstance(el.tag, str) else ""
+            ns = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
+            if ns in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE):
+                yield el
+            elif tag:
+                yield from self._definitions(el)
 
     def build_tree(self, tree: GatingTree, pending: list[tuple[Gate, str | None]]) -> None:
         """Add gates parents first; a parent_id may name a gate or a quadrant."""
@@ -325,3 +336,205 @@ def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
     except OSError as exc:
         raise GatingMLError(path, f"cannot read: {exc.strerror or exc}") from None
     return _Reader(path).document(root)
+
+
+# ---------------------------------------------------------------- writing --
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+def _num(value: float) -> str:
+    return repr(float(value))  # shortest text that reads back to the same double
+
+
+class _Writer:
+    def __init__(self, strategy: GatingStrategy, path: str):
+        self.s = strategy
+        self.path = path
+        pops = list(strategy.tree.populations())
+        counts: dict[str, int] = {}
+        for p in pops:
+            counts[p.name] = counts.get(p.name, 0) + 1
+        # Gating-ML ids are global: a name used twice in the tree is written as its path.
+        self.ids = {p.path: (p.name if counts[p.name] == 1 else "_".join(p.path)) for p in pops}
+        self.pops = pops
+
+    def fail(self, problem: str) -> GatingMLError:
+        return GatingMLError(self.path, problem)
+
+    def transform(self, root: ET.Element, tid: str, xf: Any) -> None:
+        lower = upper = None
+        inner = xf
+        if isinstance(xf, BoundedTransform):
+            inner = xf.inner
+            lower = None if xf.lower == -np.inf else xf.lower
+            upper = None if xf.upper == np.inf else xf.upper
+        kind = getattr(inner, "kind", None)
+        if not isinstance(inner, Transform) or kind not in _KINDS:
+            raise self.fail(f"transform {tid!r} ({type(inner).__name__}, kind {kind!r}) has no Gating-ML 2.0 form")
+        params = {k.upper(): v for k, v in inner.params().items()}
+        el = ET.SubElement(root, _q(NS_TRANSFORMS, "transformation"), {_q(NS_TRANSFORMS, "id"): tid})
+        self._bounds(el, lower, upper)
+        ET.SubElement(el, _q(NS_TRANSFORMS, kind), {_q(NS_TRANSFORMS, p): _num(params[p]) for p in _KINDS[kind]})
+
+    @staticmethod
+    def _bounds(el: ET.Element, lower: float | None, upper: float | None) -> None:
+        if lower is not None:
+            el.set(_q(NS_TRANSFORMS, "boundMin"), _num(lower))
+        if upper is not None:
+            el.set(_q(NS_TRANSFORMS, "boundMax"), _num(upper))
+
+    def ratio(self, root: ET.Element, r: RatioDimension) -> None:
+        el = ET.SubElement(root, _q(NS_TRANSFORMS, "transformation"), {_q(NS_TRANSFORMS, "id"): r.id})
+        self._bounds(el, r.bound_min, r.bound_max)
+        fr = ET.SubElement(el, _q(NS_TRANSFORMS, "fratio"), {
+            _q(NS_TRANSFORMS, "A"): _num(r.A), _q(NS_TRANSFORMS, "B"): _num(r.B), _q(NS_TRANSFORMS, "C"): _num(r.C)})
+        for ch in (r.numerator, r.denominator):
+            ET.SubElement(fr, _q(NS_DATATYPE, "fcs-dimension"), {_q(NS_DATATYPE, "name"): ch})
+
+    def matrix(self, root: ET.Element, mid: str, m: Any) -> None:
+        if isinstance(m, SpectrumMatrix):
+            fluoro, detectors, rows, inverted = m.fluorochromes, m.detectors, m.matrix, m.inverted_already
+        elif hasattr(m, "channels") and hasattr(m, "matrix"):  # SpilloverMatrix: rows/cols = detectors
+            fluoro = detectors = tuple(m.channels)
+            rows, inverted = np.asarray(m.matrix), False
+        else:
+            raise self.fail(f"compensation {mid!r} ({type(m).__name__}) cannot be written as a spectrumMatrix")
+        el = ET.SubElement(root, _q(NS_TRANSFORMS, "spectrumMatrix"), {_q(NS_TRANSFORMS, "id"): mid})
+        if inverted:
+            el.set(_q(NS_TRANSFORMS, "matrix-inverted-already"), "true")
+        for section, names in (("fluorochromes", fluoro), ("detectors", detectors)):
+            sec = ET.SubElement(el, _q(NS_TRANSFORMS, section))
+            for n in names:
+                ET.SubElement(sec, _q(NS_DATATYPE, "fcs-dimension"), {_q(NS_DATATYPE, "name"): n})
+        for row in rows:
+            sp = ET.SubElement(el, _q(NS_TRANSFORMS, "spectrum"))
+            for v in row:
+                ET.SubElement(sp, _q(NS_TRANSFORMS, "coefficient"), {_q(NS_TRANSFORMS, "value"): _num(v)})
+
+    def dim_attrs(self, d: Dimension) -> dict[str, str]:
+        a = {_q(NS_GATING, "compensation-ref"): d.compensation if d.compensation else "uncompensated"}
+        if d.transform:
+            if d.transform not in self.s.transforms:
+                raise self.fail(f"dimension {d} names transform {d.transform!r}, which the strategy lacks")
+            a[_q(NS_GATING, "transformation-ref")] = d.transform
+        return a
+
+    def dim_child(self, parent: ET.Element, d: Dimension) -> None:
+        if d.channel in self.s.derived:
+            ET.SubElement(parent, _q(NS_DATATYPE, "new-dimension"), {_q(NS_DATATYPE, "transformation-ref"): d.channel})
+        else:
+            ET.SubElement(parent, _q(NS_DATATYPE, "fcs-dimension"), {_q(NS_DATATYPE, "name"): d.channel})
+
+    def coordinate(self, parent: ET.Element, tag: str, value: float) -> None:
+        ET.SubElement(parent, _q(NS_GATING, tag), {_q(NS_DATATYPE, "value"): _num(value)})
+
+    def gate(self, root: ET.Element, pop: Population) -> None:
+        g = pop.gate
+        gid = self.ids[pop.path]
+        kind = type(g)
+        for base in (RectangleGate, PolygonGate, EllipsoidGate, QuadrantGate, BooleanGate):
+            if isinstance(g, base):
+                kind = base
+                break
+        else:
+            raise self.fail(f"gate {g.id!r} ({type(g).__name__}) is not a Gating-ML gate type")
+        attrs = {_q(NS_GATING, "id"): gid}
+        if pop.parent_path:
+            attrs[_q(NS_GATING, "parent_id")] = self.ids[pop.parent_path]
+        el = ET.SubElement(root, _q(NS_GATING, kind.__name__), attrs)
+        if kind is RectangleGate:
+            for d, lo, hi in zip(g.dimensions, g.mins, g.maxs):
+                a = self.dim_attrs(d)
+                if lo is not None:
+                    a[_q(NS_GATING, "min")] = _num(lo)
+                if hi is not None:
+                    a[_q(NS_GATING, "max")] = _num(hi)
+                self.dim_child(ET.SubElement(el, _q(NS_GATING, "dimension"), a), d)
+        elif kind is PolygonGate:
+            for d in g.dimensions:
+                self.dim_child(ET.SubElement(el, _q(NS_GATING, "dimension"), self.dim_attrs(d)), d)
+            for x, y in g.vertices:
+                v = ET.SubElement(el, _q(NS_GATING, "vertex"))
+                self.coordinate(v, "coordinate", x)
+                self.coordinate(v, "coordinate", y)
+        elif kind is EllipsoidGate:
+            for d in g.dimensions:
+                self.dim_child(ET.SubElement(el, _q(NS_GATING, "dimension"), self.dim_attrs(d)), d)
+            mean = ET.SubElement(el, _q(NS_GATING, "mean"))
+            for v in g.mean:
+                self.coordinate(mean, "coordinate", v)
+            cov = ET.SubElement(el, _q(NS_GATING, "covarianceMatrix"))
+            for row in g.covariance:
+                r = ET.SubElement(cov, _q(NS_GATING, "row"))
+                for v in row:
+                    self.coordinate(r, "entry", v)
+            self.coordinate(el, "distanceSquare", g.distance_square)
+        elif kind is QuadrantGate:
+            el.set(_q(NS_GATING, "id"), g.id)
+            for dv in g.dividers:
+                a = {_q(NS_GATING, "id"): dv.id, **self.dim_attrs(dv.dimension)}
+                del_el = ET.SubElement(el, _q(NS_GATING, "divider"), a)
+                self.dim_child(del_el, dv.dimension)
+                for v in dv.values:
+                    ET.SubElement(del_el, _q(NS_GATING, "value")).text = _num(v)
+            for q in g.quadrants:
+                qe = ET.SubElement(el, _q(NS_GATING, "Quadrant"), {_q(NS_GATING, "id"): q.id})
+                for ref, loc in q.positions.items():
+                    ET.SubElement(qe, _q(NS_GATING, "position"),
+                                  {_q(NS_GATING, "divider_ref"): ref, _q(NS_GATING, "location"): _num(loc)})
+        else:
+            op = ET.SubElement(el, _q(NS_GATING, g.operator))
+            for o in g.operands:
+                try:
+                    target = self.s.tree.find(o.ref)
+                except GatingError as exc:
+                    raise self.fail(f"boolean gate {g.id!r}: {exc}") from None
+                ET.SubElement(op, _q(NS_GATING, "gateReference"), {
+                    _q(NS_GATING, "ref"): self.ids[target.path],
+                    _q(NS_GATING, "use-as-complement"): "true" if o.complement else "false"})
+
+    def document(self) -> ET.Element:
+        for prefix, ns in (("gating", NS_GATING), ("transforms", NS_TRANSFORMS), ("data-type", NS_DATATYPE)):
+            ET.register_namespace(prefix, ns)
+        root = ET.Element(_q(NS_GATING, "Gating-ML"))
+        for tid, xf in self.s.transforms.items():
+            self.transform(root, tid, xf)
+        for r in self.s.derived.values():
+            self.ratio(root, r)
+        for mid, m in self.s.compensations.items():
+            self.matrix(root, mid, m)
+        done_quadrants: set[tuple[int, tuple[str, ...]]] = set()
+        for pop in self.pops:
+            if isinstance(pop.gate, QuadrantGate):
+                key = (id(pop.gate), pop.parent_path)
+                if key in done_quadrants:
+                    continue
+                done_quadrants.add(key)
+            self.gate(root, pop)
+        return root
+
+
+def write_gatingml(strategy: GatingStrategy, path: str | os.PathLike) -> None:
+    """Write ``strategy`` as a Gating-ML 2.0 file (atomically: temporary file, then rename).
+
+    Population names that occur more than once in the tree are written with their
+    path joined by "_" as the gate id (Gating-ML ids are global). Transforms without
+    a Gating-ML 2.0 form (FlowJo biex, FlowJo log) raise GatingMLError.
+    """
+    path = os.fspath(path)
+    root = _Writer(strategy, path).document()
+    ET.indent(root)
+    data = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gatingml-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
