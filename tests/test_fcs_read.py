@@ -348,6 +348,22 @@ def test_path_input_is_memmapped_readonly(tmp_path):
     assert s.path == str(f) and s.events.flags.writeable
 
 
+def test_sha256_of_path_is_lazy_and_refuses_a_changed_file(tmp_path):
+    import hashlib
+    import os
+
+    raw, _ = _simple()
+    f = tmp_path / "a.fcs"
+    f.write_bytes(raw)
+    s = read_fcs(f)
+    assert s.sha256 == hashlib.sha256(raw).hexdigest()
+    t = read_fcs(f)
+    f.write_bytes(raw + b"x")
+    os.utime(f, ns=(1, 1))
+    with pytest.raises(FCSError, match="changed after it was read"):
+        t.sha256
+
+
 def test_doubled_delimiter_is_an_escape():
     raw, _ = _simple(extra={"$P1S": "CD7/CD3 mix", "NOTE": "a//b"})
     s = read_fcs(raw)

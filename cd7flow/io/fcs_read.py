@@ -1,6 +1,7 @@
 """Read FCS 2.0 / 3.0 / 3.1 / 3.2 files (and Beckman LMD) into :class:`cd7flow.sample.Sample`.
 
-Public API: :func:`read_fcs`, :func:`list_datasets`, :class:`DatasetInfo`.
+Public API: :func:`read_fcs`, :func:`list_datasets`, :class:`DatasetInfo`, :class:`FileSample`
+(a Sample whose sha256 is computed when first asked for).
 
 A path is opened read-only and memory-mapped; bytes/bytearray/BytesIO are read
 from memory (used by the fuzz tests). Every failure is an
@@ -378,8 +379,48 @@ def read_fcs(path: Source, *, dataset: int = 0, preprocess: bool = True, name: s
     _next_offset(buf, p, {q.base for q in chain}, where)  # records a broken $NEXTDATA in the warnings
     sample = _read_parsed(buf, p, where, preprocess)
     sample.dataset = dataset
-    sample.sha256 = hashlib.sha256(buf).hexdigest()
+    if isinstance(buf, np.memmap):
+        st = os.stat(where)
+        sample._sha256_source = (where, st.st_size, st.st_mtime_ns)
+    else:
+        sample.sha256 = hashlib.sha256(buf).hexdigest()
     return sample
+
+
+class FileSample(Sample):
+    """A Sample read from a file whose ``sha256`` is computed on first access.
+
+    Hashing an 80 MB file costs more than decoding it (~100 ms without SHA CPU
+    instructions), and most callers never look at the hash. The file is re-read
+    then, and if its size or mtime changed since it was read an FCSError is
+    raised rather than a hash of different bytes returned.
+    """
+
+    _sha256_source: tuple[str, int, int] | None = None
+    _sha256_value: str | None = None
+
+    @property  # type: ignore[override]
+    def sha256(self) -> str | None:
+        if self._sha256_value is None and self._sha256_source is not None:
+            path, size, mtime = self._sha256_source
+            try:
+                st = os.stat(path)
+                if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                    raise FCSError(path, "file changed after it was read; its sha256 would not match the events")
+                h = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as exc:
+                raise FCSError(path, f"cannot re-read to compute sha256: {exc.strerror or exc}") from None
+            self._sha256_value = h.hexdigest()
+        return self._sha256_value
+
+    @sha256.setter
+    def sha256(self, value: str | None) -> None:
+        if isinstance(value, property):  # the dataclass default seen through the class attribute
+            value = None
+        self._sha256_value = value
 
 
 def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: bool) -> Sample:
@@ -443,7 +484,7 @@ def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: boo
     }
     if original_names != channels:
         extra["original_channels"] = tuple(original_names)
-    sample = Sample(
+    sample = FileSample(
         events=events,
         channels=tuple(channels),
         markers=tuple(markers),
