@@ -548,7 +548,15 @@ def _build_table(xf: _BiexponentialBase) -> tuple[np.ndarray, np.ndarray]:
     x[_HALF] = 2.0**128  # the +inf cell: use its finite left limit so the last slope is defined
     exp255 = (np.arange(_HALF) >> 10) == 255
     x[:_HALF][exp255] = 2.0**128
-    y = xf._solve_exact(x)
+    # far below T the scale is linear in the data and far above it logarithmic, both to
+    # double precision (neglected terms < 1e-15 relative), so only the middle is solved
+    y = np.empty_like(x)
+    lo, hi = xf.t * 2.0**-60, xf.t * 2.0**40
+    small, large = x < lo, x > hi
+    mid = ~(small | large)
+    y[small] = xf._x1 + x[small] / xf._taylor[0]
+    y[large] = np.log(x[large] / xf._acoef) / xf._b
+    y[mid] = xf._solve_exact(x[mid])
     value_pos = y[:_HALF].copy()
     slope_pos = (y[1:] - y[:-1]) / float(1 << _SHIFT)
     value_pos[exp255] = np.nan  # inf and NaN inputs
