@@ -30,7 +30,7 @@ populations (B cells, monocytes, granulocytes, mixed in the tube's proportions),
 computed from the model, not from the drawn events, so it is exact and the same for
 any seed. Blasts are drawn CD7-expressing with probability ``cd7_fraction``; the
 *realised* fraction (by this rule) is what truth reports. Bright CD7 (T-ALL, normal T/NK)
-sits ~50x above the threshold; "dim" (the AML case) ~4x above, so nearly all dim
+sits ~25x above the threshold; "dim" (the AML case) ~4x above, so nearly all dim
 positives clear the threshold while staying well below the normal T cells.
 
 truth.json schema (schema_version 1)
@@ -78,3 +78,10 @@ meaningful for single cells), ``car_positive``, ``in_clog_burst``.
 from __future__ import annotations
 
 SCHEMA_VERSION = 1
+
+from .model import FULL_PANEL, PB_CAR_PANEL, POPULATIONS, spillover_for  # noqa: E402
+from .study import SIMULATOR_VERSION, simulate_study, study_tubes  # noqa: E402
+from .tube import ClogSpec, EventLabels, TubeSpec, simulate_tube  # noqa: E402
+
+__all__ = ["SCHEMA_VERSION", "SIMULATOR_VERSION", "TubeSpec", "ClogSpec", "EventLabels", "simulate_tube",
+           "simulate_study", "study_tubes", "POPULATIONS", "FULL_PANEL", "PB_CAR_PANEL", "spillover_for"]
