@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import CompensationError, FCSDataError, FCSError, FCSTextError, FCSUnsupportedError
 from ..sample import CaseInsensitiveDict, Sample
 from . import fcs_data
-from .fcs_text import Header, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
+from .fcs_text import Header, is_uint, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase]
 
@@ -161,7 +161,7 @@ def _next_offset(buf: np.ndarray, p: _Parsed, seen: set[int], where: str | None)
     if raw is None or not raw.strip():
         return None
     value = raw.strip()
-    if not value.isdigit():
+    if not is_uint(value):
         p.warnings.append(f"$NEXTDATA {raw[:20]!r} is not a number; ignored it")
         return None
     nxt = int(value)
@@ -230,11 +230,11 @@ def _channel_layout(p: _Parsed, par: int, datatype: str, where: str | None):
             raise FCSTextError(where, f"required keyword $P{n}B is missing ($PAR is {par})")
         b = (b or "").strip()
         if datatype == "I":
-            if not b.isdigit() or not 0 < int(b) <= 64:
+            if not is_uint(b) or not 0 < int(b) <= 64:
                 raise FCSTextError(where, f"$P{n}B is {b[:20]!r}; integer data need a bit width of 1-64")
             bits.append(int(b))
         else:
-            bits.append(int(b) if b.isdigit() else None)
+            bits.append(int(b) if is_uint(b) else None)
         r = _float_or_none(p.get(f"$P{n}R"))
         if r is None:
             if datatype == "I" and p.get(f"$P{n}R") is None:

@@ -24,6 +24,11 @@ SUPPORTED_VERSIONS = ("FCS2.0", "FCS3.0", "FCS3.1", "FCS3.2")
 _VERSION_RE = re.compile(rb"FCS\d\.\d")
 
 
+def is_uint(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '²' and other Unicode digits int() rejects)."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True)
 class Header:
     """The 58-byte HEADER: version and segment offsets (bytes, relative to the data set start).
@@ -46,7 +51,7 @@ def _header_field(raw: bytes, lo: int, name: str, where: str | None, base: int) 
     text = field.decode("latin-1").strip()
     if not text:
         return 0
-    if not text.isdigit():
+    if not is_uint(text):
         raise FCSHeaderError(
             where, f"HEADER at byte {base} has a non-numeric {name} offset {field!r} (bytes {lo}-{lo + 7})"
         )
@@ -177,6 +182,6 @@ def parse_int_keyword(
             raise FCSTextError(where, f"required keyword {name} is missing from TEXT")
         return None
     raw = text[key].strip()
-    if not raw.lstrip("+-").isdigit():
+    if not is_uint(raw[1:] if raw[:1] in ("+", "-") else raw):
         raise FCSTextError(where, f"keyword {name} should be an integer but is {text[key][:40]!r}")
     return int(raw)
