@@ -227,11 +227,27 @@ class EllipsoidGate(Gate):
             self.inverse_covariance = np.linalg.inv(self.covariance)
         except np.linalg.LinAlgError:
             raise GatingError(f"ellipsoid gate {self.id!r}: covariance matrix is singular") from None
+        sym = (self.covariance + self.covariance.T) / 2
+        self._positive_definite = bool(np.all(np.linalg.eigvalsh(sym) > 0)) and np.allclose(
+            self.covariance, self.covariance.T, rtol=1e-12, atol=0)
 
     def contains(self, source: DataSource) -> np.ndarray:
-        diff = np.column_stack(self._columns(source)).astype(np.float64, copy=False) - self.mean
-        d2 = np.einsum("ij,jk,ik->i", diff, self.inverse_covariance, diff)
-        return d2 <= self.distance_square
+        cols = self._columns(source)
+        keep = np.ones(source.n_events, dtype=bool)
+        if self._positive_definite:
+            # Bounding-box prefilter: the ellipsoid spans mean +- sqrt(d^2 * C_ii) on axis i; the
+            # box is padded so that rounding can never drop a point the exact test would keep.
+            half = np.sqrt(self.distance_square * np.diag(self.covariance)) * (1 + 1e-9) + 1e-300
+            for col, m, h in zip(cols, self.mean, half):
+                keep &= np.abs(col - m) <= h
+        # (an indefinite "covariance" describes an unbounded quadric: the Gating-ML formula
+        # still applies, only the box does not)
+        idx = np.flatnonzero(keep)
+        diff = np.column_stack([np.asarray(c, dtype=np.float64)[idx] for c in cols]) - self.mean
+        d2 = np.einsum("ij,ij->i", diff @ self.inverse_covariance, diff)
+        out = np.zeros(source.n_events, dtype=bool)
+        out[idx] = d2 <= self.distance_square
+        return out
 
 
 @dataclass(frozen=True)
@@ -341,8 +357,8 @@ class BooleanGate(Gate):
         ops = tuple(o if isinstance(o, GateReference) else GateReference(o) for o in operands)
         if op == "not" and len(ops) != 1:
             raise GatingError(f"boolean gate {self.id!r}: 'not' takes exactly one operand, got {len(ops)}")
-        if op != "not" and len(ops) < 2:
-            raise GatingError(f"boolean gate {self.id!r}: '{op}' needs at least two operands, got {len(ops)}")
+        if not ops:
+            raise GatingError(f"boolean gate {self.id!r}: '{op}' has no operands")
         self.operator = op
         self.operands = ops
         self.dimensions = ()

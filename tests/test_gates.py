@@ -149,3 +149,18 @@ def test_polygon_million_events_vectorised():
     got = PolygonGate("p", ["x", "y"], verts).contains(_src(x=pts[:, 0], y=pts[:, 1]))
     ref = MplPath(verts).contains_points(pts[:20000])
     assert np.array_equal(got[:20000], ref)
+
+
+def test_ellipsoid_with_indefinite_matrix_follows_the_formula():
+    # The compliance suite's Ellipsoid3D uses a non-symmetric, indefinite matrix: the bounding-box
+    # shortcut must not apply, the Gating-ML formula must.
+    cov = np.array([[2.5, 7.5, 17.5], [7.5, 7.0, 13.5], [15.5, 13.5, 4.3]])
+    mean = np.array([40.3, 30.6, 20.8])
+    rng = np.random.default_rng(4)
+    pts = mean + rng.normal(0, 30, size=(20_000, 3))
+    got = EllipsoidGate("e", ["a", "b", "c"], mean, cov, 1.0).contains(_src(a=pts[:, 0], b=pts[:, 1], c=pts[:, 2]))
+    inv = np.linalg.inv(cov)
+    d = pts - mean
+    ref = np.array([row @ inv @ row for row in d[:2000]]) <= 1.0
+    assert np.array_equal(got[:2000], ref)
+    assert 0 < got.sum() < len(got)
