@@ -256,3 +256,23 @@ def test_spillover_matrix_is_written_as_a_spectrum_matrix(tmp_path, data1):
     a, b = strategy.apply(data1), again.apply(data1)
     assert 0 < a.count("PE+") < data1.n_events
     assert np.array_equal(a.mask("PE+"), b.mask("PE+"))
+
+
+def test_sample_source_caches_dimensions_and_compensates_once(data1):
+    from gating.dimensions import Dimension
+
+    matrix = SpectrumMatrix("M", ("FL1-H", "FL2-H"), ("FL1-H", "FL2-H"), np.array([[1.0, 0.1], [0.02, 1.0]]))
+    src = SampleSource(data1, {"M": matrix})
+    a = src.values(Dimension("FL1-H", "M"))
+    assert src.values(Dimension("FL1-H", "M")) is a
+    b = src.values(Dimension("FL2-H", "M"))
+    assert list(src._compensated) == ["M"]  # one unmixing for both channels
+    expect = data1.events[:, [2, 3]] @ np.linalg.inv(matrix.matrix)
+    np.testing.assert_allclose(np.column_stack([a, b]), expect, rtol=1e-12)
+    assert not a.flags.writeable
+    from cd7flow.errors import GatingError
+
+    with pytest.raises(GatingError, match="unknown compensation 'Other'"):
+        src.values(Dimension("FL1-H", "Other"))
+    with pytest.raises(GatingError, match="no channel or marker named 'CD7'"):
+        src.values(Dimension("CD7"))
