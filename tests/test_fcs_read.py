@@ -630,3 +630,13 @@ def test_bad_files_raise_fcs_errors_naming_the_file(mutation, error):
     with pytest.raises(error) as info:
         read_fcs(mutation(raw), name="bad.fcs")
     assert str(info.value).startswith("bad.fcs: ")
+
+
+def test_spillover_read_and_bad_matrix_does_not_stop_reading(shared_data):
+    pytest.importorskip("cd7flow.compensation")
+    good = read_fcs(shared_data / "flowkit/data/test_comp_example.fcs")
+    assert good.spillover is not None and "PE-A" in good.spillover.channels
+    bad = "fcsparser/fcsparser/tests/data/FlowCytometers/MiltenyiBiotec/FCS3.1/EY_2013-07-19_PBS_FCS_3.1_Well_A1.001.fcs"
+    with pytest.warns(UserWarning, match="spillover matrix ignored"):
+        s = read_fcs(shared_data / bad)  # its $SPILLOVER lists 6 names and no values
+    assert s.spillover is None and "spillover_error" in s.extra and s.n_events == 10000

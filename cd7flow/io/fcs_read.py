@@ -204,9 +204,14 @@ def list_datasets(path: Source, *, name: str | None = None) -> list[DatasetInfo]
     """
     buf, where, _keep = _open_buffer(path, name)
     infos = []
-    for p in _walk(buf, where, None):
-        tot = parse_int_keyword(p.text, p.upper, "$TOT", where, required=False)
-        par = parse_int_keyword(p.text, p.upper, "$PAR", where)
+    for k, p in enumerate(_walk(buf, where, None)):
+        try:
+            tot = parse_int_keyword(p.text, p.upper, "$TOT", where, required=False)
+            par = parse_int_keyword(p.text, p.upper, "$PAR", where)
+        except FCSError:
+            if k == 0:
+                raise
+            break  # a later data set with a broken TEXT is left out, like one that does not parse
         infos.append(DatasetInfo(p.base, p.header.version, tot, par, (p.get("$DATATYPE") or "").strip().upper()))
     return infos
 
