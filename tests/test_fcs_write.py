@@ -249,3 +249,25 @@ def test_rewrite_of_a_real_file(tmp_path, shared_data):
 def _text_of(path: Path) -> bytes:
     raw = path.read_bytes()
     return raw[int(raw[10:18]): int(raw[18:26]) + 1]
+
+
+def test_export_of_preprocessed_time_is_lossless_and_consistent(tmp_path):
+    ev = _events(300)
+    ev[:, -1] = np.arange(300, dtype=np.float32) * 7.3  # ticks
+    src = write_fcs(tmp_path / "t.fcs", ev, channels=CHANNELS, ranges=[262144] * 6, metadata={"$TIMESTEP": "0.01"})
+    fcs_read = pytest.importorskip("cd7flow.io.fcs_read")
+    first = fcs_read.read_fcs(src)  # Time now in seconds
+    np.testing.assert_allclose(first.values("Time"), ev[:, -1] * np.float32(0.01), rtol=1e-6)
+    again = write_fcs(tmp_path / "t2.fcs", first)
+    second = fcs_read.read_fcs(again)
+    np.testing.assert_array_equal(second.events, first.events)
+    assert second.metadata["$TIMESTEP"] == "1"
+    assert second.ranges[-1] == pytest.approx(262144 * 0.01)
+
+
+def test_raw_log_encoded_sample_is_refused(tmp_path):
+    s = _sample(_events(10))
+    s.metadata = CaseInsensitiveDict({"$P3E": "4,1"})
+    s.extra["preprocessed"] = False
+    with pytest.raises(FCSError, match="log-encoded"):
+        write_fcs(tmp_path / "l.fcs", s)

@@ -48,8 +48,8 @@ _LAYOUT_KEYWORDS = {
 _SPILL_KEYWORDS = {"$SPILLOVER", "SPILLOVER", "SPILL", "$SPILL", "$COMP", "$COMPENSATION"}
 _PARAM_KEY = re.compile(r"^\$P(\d+)([A-Z]+)$", re.IGNORECASE)
 _DROP_SOURCE_KEY = re.compile(r"^(\$DFC\d+TO\d+|\$CS.*|\$PK\d+|\$PKN\d+|CD7FLOW_.*)$", re.IGNORECASE)
-# Per-parameter keywords we always write ourselves (B, E, N, R, S) or must drop because the
-# events are written decoded (G: gain already divided out by the reader's preprocessing).
+# Per-parameter keywords we always write ourselves; $PnG is dropped too when the reader
+# already divided the gain out (Sample.extra["preprocessed"]).
 _PARAM_OWN = {"B", "E", "N", "R", "S", "G"}
 
 
@@ -167,6 +167,10 @@ def _collect(out, src, channels, markers, ranges, spillover):
         pnr = list(ranges) if ranges is not None else [float(src.ranges[i]) for i in idx]
         spill = spillover if spillover is not None else src.spillover
         text = _copied_keywords(src, idx)
+        if src.extra.get("preprocessed"):
+            _undo_time_step(src, names, pnr, text, ranges is not None)
+        else:
+            _check_raw_sample(out, src, idx)
     else:
         events = np.asarray(src)
         if events.ndim != 2:
@@ -227,9 +231,43 @@ def _spill_for(out, spill, names):
     return [sp_channels[i] for i in keep], matrix[np.ix_(keep, keep)]
 
 
+def _undo_time_step(src: Sample, names, pnr, text, ranges_given: bool) -> None:
+    """A preprocessed Time column is in seconds (ticks x $TIMESTEP): say so with $TIMESTEP 1.
+
+    Writing the seconds as read keeps export lossless; dividing back to ticks would
+    round twice in float32.
+    """
+    step = _float(src.metadata.get("$TIMESTEP"))
+    times = [j for j, n in enumerate(names) if n.strip().lower() == "time"]
+    if not times or step in (None, 0.0, 1.0):
+        return
+    _drop_key(text, "$TIMESTEP")
+    text["$TIMESTEP"] = "1"
+    if not ranges_given:
+        pnr[times[0]] = pnr[times[0]] * step
+
+
+def _check_raw_sample(out: Path, src: Sample, idx: list[int]) -> None:
+    """Raw (not preprocessed) values of log-scaled channels cannot be stored as float with $PnE 0,0."""
+    for j in idx:
+        value = src.metadata.get(f"$P{j + 1}E", "0,0")
+        first = _float(value.split(",")[0]) if value else None
+        if first:
+            raise FCSError(out, f"channel {src.channels[j]} is log-encoded ($P{j + 1}E {value}); "
+                                "read the file with preprocess=True before writing it as float")
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def _copied_keywords(src: Sample, idx: list[int]) -> dict[str, str]:
     """Source keywords worth keeping ($CYT, $DATE, $PnV...), per-parameter ones renumbered."""
     new_index = {old + 1: new + 1 for new, old in enumerate(idx)}
+    own = _PARAM_OWN if src.extra.get("preprocessed") else _PARAM_OWN - {"G"}
     kept: dict[str, str] = {}
     for key in src.metadata:
         upper = key.upper()
@@ -239,7 +277,7 @@ def _copied_keywords(src: Sample, idx: list[int]) -> dict[str, str]:
         m = _PARAM_KEY.match(upper)
         if m:
             n, what = int(m.group(1)), m.group(2)
-            if what in _PARAM_OWN or n not in new_index:
+            if what in own or n not in new_index:
                 continue
             kept[f"$P{new_index[n]}{what}"] = value
         else:
