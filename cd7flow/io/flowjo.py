@@ -1,0 +1,586 @@
+"""FlowJo workspace import: FlowJo 10 ``.wsp`` (and FlowJo 9 Mac ``.xml``) -> our gating tree.
+
+``read_flowjo_workspace(path) -> FlowJoWorkspace``. Each :class:`WorkspaceSample`
+carries a :class:`~cd7flow.datasource.GatingStrategy` (tree, transforms,
+compensations) built for *our* engine, plus the event counts FlowJo stored for
+every population, so re-computed counts can be compared with FlowJo's.
+
+How FlowJo 10 stores things, and what we do with it:
+
+* Groups (``GroupNode``) list sample ids; the full gate tree is repeated in every
+  ``Sample/SampleNode``, so each sample's tree is read from there (group templates
+  may be incomplete when samples carry custom gates).
+* A sample's ``spilloverMatrix`` (rows = source detector, unitless spill fractions)
+  is a compensation; a gate dimension named ``<prefix><detector><suffix>``
+  (usually ``Comp-FL1-A``) whose detector is in the matrix is that detector after
+  that compensation. Other names are uncompensated channels.
+* ``Transformations`` hold one display transform per parameter: ``linear``
+  (minRange..maxRange -> 0..1), ``log`` (offset, decades), ``fasinh``, ``logicle``
+  and ``biex`` (FlowJo's lookup table, 0..4096 channels). A parameter without one
+  is linear.
+* Rectangle and polygon coordinates are stored in *data* units (compensated,
+  untransformed). FlowJo draws and evaluates them on the display scale, so the
+  coordinates are mapped through the parameter's transform and the gate is
+  evaluated on transformed values: a polygon edge is straight on the display
+  scale, as the user drew it. A rectangle bound beyond the end of a biex table
+  (which clips) is made open, because FlowJo keeps off-scale events in a gate
+  drawn to the axis end.
+* Ellipses are stored as two foci and four edge points in FlowJo's 256 x 256
+  display grid (each axis: transform output scaled to 0..256). They become exact
+  :class:`~gating.gates.EllipsoidGate` s on the transformed scale: centre = mid-foci,
+  semi-major axis from the edge points, semi-minor from the foci
+  (b^2 = a^2 - c^2, as FlowKit does, because FlowJo's stored minor points are
+  rounded to the grid).
+* Quadrants are stored as four rectangle populations (they stay rectangles);
+  boolean ``AndNode`` / ``OrNode`` / ``NotNode`` reference other populations by
+  path (``Dependent name="A/B/C"``) and become :class:`~gating.gates.BooleanGate` s
+  with path references. ``eventsInside="0"`` (keep the outside) wraps the gate in
+  :class:`OutsideGate`.
+
+FlowJo counts polygons and ellipses on binned display data, so its counts for
+events lying within about one display bin of an edge can differ from the exact
+geometry used here by a few events; rectangles agree exactly.
+
+The XML is parsed with defusedxml (entities and external references refused).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+import numpy as np
+
+from gating.dimensions import DataSource, Dimension
+from gating.gates import BooleanGate, EllipsoidGate, Gate, GateReference, PolygonGate, RectangleGate
+from gating.tree import GatingResult, GatingTree
+
+from ..compensation import SpilloverMatrix
+from ..datasource import GatingStrategy, SampleSource
+from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
+from ..sample import Sample
+from ..transforms import (
+    AsinhTransform,
+    FlowJoBiexTransform,
+    FlowJoLogTransform,
+    LinearTransform,
+    LogicleTransform,
+    Transform,
+)
+
+__all__ = ["read_flowjo_workspace", "FlowJoWorkspace", "WorkspaceSample", "OutsideGate"]
+
+DISPLAY_BINS = 256.0
+"""FlowJo's display grid: ellipse coordinates are stored in 0..256 per axis."""
+
+
+# ------------------------------------------------------------------ model --
+class OutsideGate(Gate):
+    """The events *outside* another gate's geometry (FlowJo ``eventsInside="0"``)."""
+
+    def __init__(self, inner: Gate):
+        self.inner = inner
+        self.id = inner.id
+        self.dimensions = inner.dimensions
+
+    def contains(self, source: DataSource) -> np.ndarray:
+        return ~np.asarray(self.inner.contains(source), dtype=bool)
+
+
+@dataclass
+class WorkspaceSample:
+    """One sample of a workspace.
+
+    name : the SampleNode name (normally the FCS file name).
+    uri : the DataSet location FlowJo recorded (may point to another machine).
+    strategy : gates, transforms and compensations, ready for :meth:`apply`.
+    flowjo_counts : population path (tuple of names) -> event count FlowJo stored
+        (populations FlowJo never computed, count -1, are left out).
+    event_count : events in the sample according to FlowJo (None if unknown).
+    """
+
+    sample_id: str
+    name: str
+    uri: str | None
+    strategy: GatingStrategy
+    keywords: dict[str, str] = field(default_factory=dict)
+    flowjo_counts: dict[tuple[str, ...], int] = field(default_factory=dict)
+    event_count: int | None = None
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def tree(self) -> GatingTree:
+        return self.strategy.tree
+
+    def source(self, sample: Sample) -> SampleSource:
+        return self.strategy.source(sample)
+
+    def apply(self, sample: Sample) -> GatingResult:
+        """Gate ``sample`` (the FCS events of this workspace sample) with our engine."""
+        return self.strategy.apply(sample)
+
+
+@dataclass
+class FlowJoWorkspace:
+    """A parsed workspace: samples by name and groups (name -> sample names)."""
+
+    path: str
+    flowjo_version: str
+    samples: dict[str, WorkspaceSample]
+    groups: dict[str, list[str]]
+
+    def __iter__(self) -> Iterator[WorkspaceSample]:
+        return iter(self.samples.values())
+
+    def sample(self, name: str) -> WorkspaceSample:
+        """The sample with this SampleNode name (or FCS file name, case-insensitively)."""
+        if name in self.samples:
+            return self.samples[name]
+        hits = [s for s in self.samples.values() if name.lower() in (s.name.lower(), _uri_name(s.uri).lower())]
+        if len(hits) == 1:
+            return hits[0]
+        known = ", ".join(self.samples) or "none"
+        raise WorkspaceError(self.path, f"no sample {name!r} in the workspace (samples: {known})")
+
+    def sample_for_file(self, fcs_path: str | os.PathLike) -> WorkspaceSample:
+        """The sample whose name or DataSet file name is the FCS file's name."""
+        base = os.path.basename(os.fspath(fcs_path)).lower()
+        hits = [s for s in self.samples.values() if base in (s.name.lower(), _uri_name(s.uri).lower())]
+        if len(hits) == 1:
+            return hits[0]
+        if len(self.samples) == 1 and not hits:
+            only = next(iter(self.samples.values()))
+            raise WorkspaceError(self.path, f"its only sample is {only.name!r}, not {os.path.basename(os.fspath(fcs_path))!r}"
+                                 " (pass --sample to use it anyway)")
+        known = ", ".join(self.samples) or "none"
+        what = "several samples match" if hits else "no sample matches"
+        raise WorkspaceError(self.path, f"{what} FCS file {os.path.basename(os.fspath(fcs_path))!r} "
+                                        f"(samples: {known}); name one")
+
+    def fcs_path(self, sample: WorkspaceSample) -> str | None:
+        """Where the sample's FCS file is: the recorded URI if it exists, else next to the workspace."""
+        candidates = []
+        if sample.uri:
+            parsed = urlparse(sample.uri)
+            if parsed.scheme in ("file", ""):
+                p = unquote(parsed.path)
+                if re.match(r"^/[A-Za-z]:/", p):  # file:/C:/... from Windows
+                    p = p[1:]
+                if not os.path.isabs(p):
+                    p = os.path.join(os.path.dirname(self.path), p)
+                candidates.append(p)
+        folder = os.path.dirname(os.path.abspath(self.path))
+        for name in (_uri_name(sample.uri), sample.name):
+            if name:
+                candidates.append(os.path.join(folder, name))
+        for c in candidates:
+            if os.path.isfile(c):
+                return c
+        return None
+
+
+def _uri_name(uri: str | None) -> str:
+    if not uri:
+        return ""
+    return os.path.basename(unquote(urlparse(uri).path).replace("\\", "/"))
+
+
+# ----------------------------------------------------------------- helpers --
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
+    """Attribute by local name, whatever its namespace prefix."""
+    for key, value in el.attrib.items():
+        if _local(key) == name:
+            return value
+    return default
+
+
+def _kids(el: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in el if _local(c.tag) == name]
+
+
+def _kid(el: ET.Element, name: str) -> ET.Element | None:
+    for c in el:
+        if _local(c.tag) == name:
+            return c
+    return None
+
+
+def _parse_xml(path: str) -> ET.Element:
+    try:
+        with open(path, "rb") as fh:
+            return SafeET.parse(fh, forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()
+    except defusedxml.DefusedXmlException as exc:
+        raise WorkspaceError(path, f"unsafe XML refused ({type(exc).__name__}: entity declarations "
+                                   "and external references are not allowed)") from None
+    except ET.ParseError as exc:
+        raise WorkspaceError(path, f"not well-formed XML: {exc}") from None
+    except OSError as exc:
+        raise WorkspaceError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _Axis:
+    """What a FlowJo parameter name means: channel, compensation, transform and display range."""
+
+    dimension: Dimension
+    transform: Transform | None
+
+    @property
+    def display_range(self) -> float:
+        """Width of the transform's output scale that FlowJo maps onto its 256 display bins."""
+        return float(FlowJoBiexTransform.channel_range) if isinstance(self.transform, FlowJoBiexTransform) else 1.0
+
+    def forward(self, value: float) -> float:
+        if self.transform is None:
+            return float(value)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(self.transform.apply(np.array([value], dtype=np.float64))[0])
+
+
+# ------------------------------------------------------------- FlowJo 10 ---
+class _Reader10:
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, problem: str) -> WorkspaceError:
+        return WorkspaceError(self.path, problem)
+
+    def number(self, el: ET.Element, name: str, what: str, required: bool = True) -> float | None:
+        raw = _attr(el, name)
+        if raw is None:
+            if required:
+                raise self.fail(f"{what}: missing attribute {name!r}")
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self.fail(f"{what}: attribute {name}={raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise self.fail(f"{what}: attribute {name}={raw!r} is not finite")
+        return value
+
+    # -- workspace --
+    def workspace(self, root: ET.Element) -> FlowJoWorkspace:
+        version = _attr(root, "flowJoVersion") or _attr(root, "version") or "?"
+        sample_list = _kid(root, "SampleList")
+        if sample_list is None:
+            raise self.fail("no <SampleList> (not a FlowJo workspace)")
+        by_id: dict[str, WorkspaceSample] = {}
+        for el in _kids(sample_list, "Sample"):
+            ws = self.sample(el)
+            if ws.sample_id in by_id:
+                raise self.fail(f"sample id {ws.sample_id} is used twice")
+            by_id[ws.sample_id] = ws
+        groups: dict[str, list[str]] = {}
+        groups_el = _kid(root, "Groups")
+        for node in _kids(groups_el, "GroupNode") if groups_el is not None else []:
+            gname = _attr(node, "name") or ""
+            group = _kid(node, "Group")
+            refs = _kid(group, "SampleRefs") if group is not None else None
+            members = []
+            for ref in _kids(refs, "SampleRef") if refs is not None else []:
+                ws = by_id.get(_attr(ref, "sampleID") or "")
+                if ws is not None:
+                    members.append(ws.name)
+                    ws.groups.append(gname)
+            groups[gname] = members
+        samples: dict[str, WorkspaceSample] = {}
+        for ws in by_id.values():
+            if ws.name in samples:
+                raise self.fail(f"two samples are named {ws.name!r}")
+            samples[ws.name] = ws
+        return FlowJoWorkspace(self.path, version, samples, groups)
+
+    def sample(self, el: ET.Element) -> WorkspaceSample:
+        node = _kid(el, "SampleNode")
+        dataset = _kid(el, "DataSet")
+        if node is None:
+            raise self.fail("a <Sample> has no <SampleNode>")
+        name = _attr(node, "name") or ""
+        sid = _attr(node, "sampleID") or (_attr(dataset, "sampleID") if dataset is not None else None) or name
+        what = f"sample {name!r}"
+        strategy = GatingStrategy(source_path=self.path)
+        comp = self.compensation(el, strategy, what)
+        axes_xforms = self.transforms(_kid(el, "Transformations"), what)
+        keywords = {}
+        kw_el = _kid(el, "Keywords")
+        for k in _kids(kw_el, "Keyword") if kw_el is not None else []:
+            if _attr(k, "name") is not None:
+                keywords[_attr(k, "name")] = _attr(k, "value", "") or ""
+        ws = WorkspaceSample(
+            sample_id=sid, name=name, uri=_attr(dataset, "uri") if dataset is not None else None,
+            strategy=strategy, keywords=keywords,
+        )
+        count = _attr(node, "count")
+        if count is not None and count.lstrip("-").isdigit() and int(count) >= 0:
+            ws.event_count = int(count)
+        subpops = _kid(node, "Subpopulations")
+        if subpops is not None:
+            ctx = _Context(self, strategy, comp, axes_xforms, what)
+            ctx.subpopulations(subpops, (), ws.flowjo_counts)
+        return ws
+
+    def compensation(self, sample_el: ET.Element, strategy: GatingStrategy, what: str) -> dict | None:
+        matrices = _kids(sample_el, "spilloverMatrix")
+        if not matrices:
+            return None
+        if len(matrices) > 1:
+            raise self.fail(f"{what}: more than one spilloverMatrix")
+        m = matrices[0]
+        mid = _attr(m, "name") or _attr(m, "id") or "FlowJo"
+        if (_attr(m, "spectral") or "0") == "1":
+            raise self.fail(f"{what}: spectral (unmixing) matrix {mid!r} is not supported")
+        params_el = _kid(m, "parameters")
+        detectors = [(_attr(p, "name") or "") for p in (_kids(params_el, "parameter") if params_el is not None else [])]
+        rows: dict[str, dict[str, float]] = {}
+        for sp in _kids(m, "spillover"):
+            src = _attr(sp, "parameter") or ""
+            rows[src] = {(_attr(c, "parameter") or ""): self.number(c, "value", f"{what} matrix {mid!r}")
+                         for c in _kids(sp, "coefficient")}
+        if not detectors or not all(detectors) or set(rows) != set(detectors):
+            raise self.fail(f"{what}: spilloverMatrix {mid!r} rows do not match its parameters")
+        try:
+            values = [[rows[r][c] for c in detectors] for r in detectors]
+        except KeyError as exc:
+            raise self.fail(f"{what}: spilloverMatrix {mid!r} lacks the coefficient for {exc}") from None
+        try:
+            matrix = SpilloverMatrix(tuple(detectors), np.array(values), source=f"{self.path} matrix {mid!r}")
+        except CD7FlowError as exc:
+            raise self.fail(f"{what}: {exc}") from None
+        strategy.compensations[mid] = matrix
+        return {"id": mid, "prefix": _attr(m, "prefix") or "", "suffix": _attr(m, "suffix") or "",
+                "detectors": set(detectors)}
+
+    def transforms(self, el: ET.Element | None, what: str) -> dict[str, Transform]:
+        out: dict[str, Transform] = {}
+        for x in el if el is not None else []:
+            kind = _local(x.tag)
+            p = _kid(x, "parameter")
+            pname = _attr(p, "name") if p is not None else None
+            if not pname:
+                raise self.fail(f"{what}: a {kind} transform names no parameter")
+            w = f"{what} {kind} transform of {pname!r}"
+            try:
+                if kind == "linear":
+                    lo = self.number(x, "minRange", w)
+                    hi = self.number(x, "maxRange", w)
+                    # display 0..1 spans minRange..maxRange: flin with T = max, A = -min
+                    xf: Transform = LinearTransform(t=hi, a=-lo)
+                elif kind == "log":
+                    xf = FlowJoLogTransform(offset=self.number(x, "offset", w), decades=self.number(x, "decades", w))
+                elif kind == "fasinh":
+                    xf = AsinhTransform(t=self.number(x, "T", w), m=self.number(x, "M", w), a=self.number(x, "A", w))
+                elif kind == "logicle":
+                    xf = LogicleTransform(t=self.number(x, "T", w), w=self.number(x, "W", w),
+                                          m=self.number(x, "M", w), a=self.number(x, "A", w))
+                elif kind == "biex":
+                    length = self.number(x, "length", w, required=False)
+                    xf = FlowJoBiexTransform(negative=self.number(x, "neg", w), width=self.number(x, "width", w),
+                                             positive=self.number(x, "pos", w),
+                                             max_value=self.number(x, "maxRange", w),
+                                             length=int(length) if length is not None else 256)
+                else:
+                    raise self.fail(f"{w}: FlowJo transform {kind!r} is not supported "
+                                    "(linear, log, fasinh, logicle and biex are)")
+            except TransformError as exc:
+                raise self.fail(f"{w}: {exc}") from None
+            xf.id = pname
+            out[pname] = xf
+        return out
+
+
+class _Context:
+    """Builds one sample's tree: resolves parameter names to dimensions and converts gates."""
+
+    def __init__(self, reader: _Reader10, strategy: GatingStrategy, comp: dict | None,
+                 transforms: dict[str, Transform], what: str):
+        self.r = reader
+        self.strategy = strategy
+        self.comp = comp
+        self.transforms = transforms
+        self.what = what
+
+    def axis(self, name: str) -> _Axis:
+        channel, comp_id = name, None
+        if self.comp is not None:
+            pre, suf = self.comp["prefix"], self.comp["suffix"]
+            stripped = name
+            if pre and stripped.startswith(pre):
+                stripped = stripped[len(pre):]
+            if suf and stripped.endswith(suf):
+                stripped = stripped[: -len(suf)]
+            if stripped != name and stripped in self.comp["detectors"]:
+                channel, comp_id = stripped, self.comp["id"]
+        xf = self.transforms.get(name) or self.transforms.get(channel)
+        if xf is not None:
+            self.strategy.transforms.setdefault(xf.id, xf)
+        return _Axis(Dimension(channel, comp_id, xf.id if xf is not None else None), xf)
+
+    def subpopulations(self, el: ET.Element, parent: tuple[str, ...], counts: dict) -> None:
+        for child in el:
+            kind = _local(child.tag)
+            if kind not in ("Population", "AndNode", "OrNode", "NotNode"):
+                continue
+            name = _attr(child, "name")
+            if not name:
+                raise self.r.fail(f"{self.what}: a {kind} under {'/'.join(parent) or 'the sample'} has no name")
+            if "/" in name:
+                raise self.r.fail(f"{self.what}: population name {name!r} contains '/', "
+                                  "which FlowJo also uses to separate paths")
+            where = "/".join(parent + (name,))
+            try:
+                gate = self.population_gate(child, name) if kind == "Population" else self.boolean_gate(child, kind, name)
+                self.strategy.tree.add(gate, parent or None)
+            except GatingError as exc:
+                raise self.r.fail(f"{self.what}: population {where!r}: {exc}") from None
+            path = parent + (name,)
+            count = _attr(child, "count")
+            if count is not None and count.lstrip("-").isdigit() and int(count) >= 0:
+                counts[path] = int(count)
+            sub = _kid(child, "Subpopulations")
+            if sub is not None:
+                self.subpopulations(sub, path, counts)
+
+    def boolean_gate(self, el: ET.Element, kind: str, name: str) -> BooleanGate:
+        deps = _kid(el, "Dependents")
+        refs = [tuple(p for p in (_attr(d, "name") or "").split("/") if p)
+                for d in (_kids(deps, "Dependent") if deps is not None else [])]
+        if not refs or not all(refs):
+            raise GatingError(f"boolean {kind} names no dependent populations")
+        op = {"AndNode": "and", "OrNode": "or", "NotNode": "not"}[kind]
+        return BooleanGate(name, op, [GateReference(r) for r in refs])
+
+    def population_gate(self, el: ET.Element, name: str) -> Gate:
+        gate_el = _kid(el, "Gate")
+        body = [c for c in gate_el] if gate_el is not None else []
+        if len(body) != 1:
+            raise GatingError("needs exactly one gate inside <Gate>")
+        g = body[0]
+        kind = _local(g.tag)
+        what = f"{kind} of {name!r}"
+        dims = _kids(g, "dimension")
+        axes = []
+        for d in dims:
+            fcs = _kid(d, "fcs-dimension")
+            pname = _attr(fcs, "name") if fcs is not None else None
+            if not pname:
+                raise GatingError(f"{what}: a dimension names no fcs-dimension")
+            axes.append(self.axis(pname))
+        if kind == "RectangleGate":
+            gate: Gate = self.rectangle(name, g, dims, axes, what)
+        elif kind == "PolygonGate":
+            verts = []
+            for v in _kids(g, "vertex"):
+                coords = [self.r.number(c, "value", what) for c in _kids(v, "coordinate")]
+                if len(coords) != 2:
+                    raise GatingError(f"{what}: every vertex needs two coordinates")
+                verts.append([axes[0].forward(coords[0]), axes[1].forward(coords[1])])
+            gate = PolygonGate(name, [a.dimension for a in axes], verts)
+        elif kind == "EllipsoidGate":
+            gate = self.ellipse(name, g, axes, what)
+        else:
+            raise GatingError(f"gate type {kind!r} is not supported in FlowJo workspaces")
+        if (_attr(g, "eventsInside") or "1").strip() == "0":
+            gate = OutsideGate(gate)
+        return gate
+
+    def rectangle(self, name: str, g: ET.Element, dims: list[ET.Element], axes: list[_Axis], what: str) -> Gate:
+        mins, maxs = [], []
+        for d, ax in zip(dims, axes):
+            lo = self.r.number(d, "min", what, required=False)
+            hi = self.r.number(d, "max", what, required=False)
+            lo_t = None if lo is None else ax.forward(lo)
+            hi_t = None if hi is None else ax.forward(hi)
+            if isinstance(ax.transform, FlowJoBiexTransform):
+                # the biex table clips data beyond its ends: a bound out there means "to the axis end"
+                first, last = ax.transform.data_range
+                if lo is not None and lo <= first:
+                    lo_t = None
+                if hi is not None and hi >= last:
+                    hi_t = None
+            for v in (lo_t, hi_t):
+                if v is not None and not math.isfinite(v):
+                    raise GatingError(f"{what}: bound {lo if v is lo_t else hi} has no value on the "
+                                      f"{ax.transform.kind if ax.transform else 'linear'} scale")
+            mins.append(lo_t)
+            maxs.append(hi_t)
+        keep = [i for i, (lo, hi) in enumerate(zip(mins, maxs)) if lo is not None or hi is not None]
+        if not keep:
+            return _Everything(name, tuple(a.dimension for a in axes))
+        return RectangleGate(name, [axes[i].dimension for i in keep], [mins[i] for i in keep], [maxs[i] for i in keep])
+
+    def ellipse(self, name: str, g: ET.Element, axes: list[_Axis], what: str) -> EllipsoidGate:
+        if len(axes) != 2:
+            raise GatingError(f"{what}: FlowJo ellipses have 2 dimensions, got {len(axes)}")
+
+        def points(section: str, n_min: int) -> np.ndarray:
+            sec = _kid(g, section)
+            pts = [[self.r.number(c, "value", what) for c in _kids(v, "coordinate")]
+                   for v in (_kids(sec, "vertex") if sec is not None else [])]
+            if len(pts) < n_min or any(len(p) != 2 for p in pts):
+                raise GatingError(f"{what}: needs {n_min} two-coordinate <{section}> vertices")
+            return np.array(pts, dtype=np.float64)
+
+        foci, edges = points("foci", 2)[:2], points("edge", 4)
+        center = foci.mean(axis=0)
+        axis_vec = foci[1] - foci[0]
+        c = float(np.hypot(*axis_vec)) / 2.0
+        if c > 0:
+            u = axis_vec / (2.0 * c)
+        else:  # a circle: the foci coincide, orientation from the first edge point
+            u = edges[0] - center
+            u = u / float(np.hypot(*u))
+        v = np.array([-u[1], u[0]])
+        # semi-major axis: the largest distance along u of the edge points from the centre
+        a = float(np.max(np.abs((edges - center) @ u)))
+        if a <= c:
+            raise GatingError(f"{what}: edge points lie inside the foci; not an ellipse")
+        b2 = a * a - c * c
+        # in display units: (d - m)' (u u'/a^2 + v v'/b^2) (d - m) <= 1; covariance = inverse of that form
+        cov_display = a * a * np.outer(u, u) + b2 * np.outer(v, v)
+        scale = np.array([ax.display_range / DISPLAY_BINS for ax in axes])
+        cov = cov_display * np.outer(scale, scale)
+        return EllipsoidGate(name, [ax.dimension for ax in axes], center * scale, cov, 1.0)
+
+
+class _Everything(Gate):
+    """A rectangle whose every bound lies beyond its axes' ends: all events."""
+
+    def __init__(self, id: str, dimensions: tuple[Dimension, ...]):
+        self.id = id
+        self.dimensions = dimensions
+
+    def contains(self, source: DataSource) -> np.ndarray:
+        return np.ones(source.n_events, dtype=bool)
+
+
+# ------------------------------------------------------------- entry point --
+def read_flowjo_workspace(path: str | os.PathLike) -> FlowJoWorkspace:
+    """Read a FlowJo 10 workspace (.wsp) or FlowJo 9 Mac workspace (.xml).
+
+    Raises :class:`~cd7flow.errors.WorkspaceError` (naming the file and the
+    problem) for unreadable, unsafe or unsupported content.
+    """
+    path = os.fspath(path)
+    root = _parse_xml(path)
+    if _local(root.tag) != "Workspace":
+        raise WorkspaceError(path, f"root element is <{_local(root.tag)}>, not a FlowJo <Workspace>")
+    if _is_flowjo9(root):
+        raise WorkspaceError(path, "FlowJo 9 workspaces are not supported yet")
+    return _Reader10(path).workspace(root)
+
+
+def _is_flowjo9(root: ET.Element) -> bool:
+    version = _attr(root, "flowJoVersion") or ""
+    major = version.split(".", 1)[0]
+    return major.isdigit() and int(major) < 10
