@@ -28,29 +28,28 @@ When $PnB is not a multiple of 8 (Beckman FC500 writes $PnB=10), the values
 are read as 16-bit words if a candidate span matches that layout; packed
 bit fields are not supported.
 
-Preprocessing (``preprocess=True``), matching flowio/FlowKit for the files of
-the reference corpus: integer data with $PnE = f1,f2 and f1 > 0 are log
-decoded, ``10 ** (f1 * x / $PnR) * f2`` (f2 = 0 read as 1); linear channels
-(f1 = 0) with $PnG not in (0, 1) are divided by $PnG; the time channel
-($PnN "Time", any case) is multiplied by $TIMESTEP and never gain-scaled.
-Log channels are not gain-scaled (FCS 3.1: $PnG applies to linear channels).
+Preprocessing (``preprocess=True``: $PnE log decoding, $PnG gain, $TIMESTEP) is
+described in :mod:`cd7flow.io.fcs_channels`. Modules: ``fcs_text`` (HEADER,
+TEXT), ``fcs_offsets`` (this rule), ``fcs_data`` (DATA decoding),
+``fcs_channels`` (per-channel keywords, masks, preprocessing).
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 import warnings as _warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
 
-from ..errors import CompensationError, FCSDataError, FCSError, FCSTextError, FCSUnsupportedError
+from ..errors import CompensationError, FCSError, FCSTextError, FCSUnsupportedError
 from ..sample import CaseInsensitiveDict, Sample
 from . import fcs_data
-from .fcs_text import Header, is_uint, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
+from .fcs_channels import bit_mask, channel_layout, preprocess_events, unique_names
+from .fcs_offsets import locate_data, odd_widths
+from .fcs_text import ParsedDataSet, is_uint, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase]
 
@@ -64,20 +63,6 @@ class DatasetInfo:
     tot: int | None
     par: int
     datatype: str
-
-
-@dataclass
-class _Parsed:
-    base: int
-    header: Header
-    text: dict[str, str]
-    upper: dict[str, str]
-    warnings: list[str] = field(default_factory=list)
-    offsets: dict[str, object] = field(default_factory=dict)
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        key = self.upper.get(name.upper())
-        return default if key is None else self.text[key]
 
 
 def _open_buffer(source: Source, name: str | None) -> tuple[np.ndarray, str | None, object]:
@@ -107,7 +92,7 @@ def _open_buffer(source: Source, name: str | None) -> tuple[np.ndarray, str | No
     raise TypeError(f"read_fcs needs a path, bytes or a binary file object, not {type(source).__name__}")
 
 
-def _parse_dataset(buf: np.ndarray, base: int, where: str | None) -> _Parsed:
+def _parse_dataset(buf: np.ndarray, base: int, where: str | None) -> ParsedDataSet:
     header = parse_header(buf, base, where)
     size = int(buf.shape[0])
     warnings: list[str] = []
@@ -125,13 +110,13 @@ def _parse_dataset(buf: np.ndarray, base: int, where: str | None) -> _Parsed:
     text: dict[str, str] = {}
     upper: dict[str, str] = {}
     merge_pairs(pairs, text, upper, warnings, "TEXT")
-    parsed = _Parsed(base, header, text, upper, warnings)
+    parsed = ParsedDataSet(base, header, text, upper, warnings)
     parsed.offsets = {"dataset": base, "text": (t0, t1)}
     _merge_supplemental(buf, parsed, raw[:1], where)
     return parsed
 
 
-def _merge_supplemental(buf: np.ndarray, p: _Parsed, delimiter: bytes, where: str | None) -> None:
+def _merge_supplemental(buf: np.ndarray, p: ParsedDataSet, delimiter: bytes, where: str | None) -> None:
     """FCS 3.x supplemental TEXT ($BEGINSTEXT/$ENDSTEXT): merged, primary TEXT wins on clashes."""
     try:
         s0 = parse_int_keyword(p.text, p.upper, "$BEGINSTEXT", where, required=False) or 0
@@ -155,7 +140,7 @@ def _merge_supplemental(buf: np.ndarray, p: _Parsed, delimiter: bytes, where: st
     p.offsets["stext"] = (s0, s1)
 
 
-def _next_offset(buf: np.ndarray, p: _Parsed, seen: set[int], where: str | None) -> int | None:
+def _next_offset(buf: np.ndarray, p: ParsedDataSet, seen: set[int], where: str | None) -> int | None:
     """Absolute offset of the next data set, or None (zero, garbage, loop or beyond the file)."""
     raw = p.get("$NEXTDATA")
     if raw is None or not raw.strip():
@@ -177,7 +162,7 @@ def _next_offset(buf: np.ndarray, p: _Parsed, seen: set[int], where: str | None)
     return target
 
 
-def _walk(buf: np.ndarray, where: str | None, stop_at: int | None) -> list[_Parsed]:
+def _walk(buf: np.ndarray, where: str | None, stop_at: int | None) -> list[ParsedDataSet]:
     """Parse data sets along the $NEXTDATA chain (up to index ``stop_at`` when given)."""
     parsed = [_parse_dataset(buf, 0, where)]
     seen = {0}
@@ -214,156 +199,6 @@ def list_datasets(path: Source, *, name: str | None = None) -> list[DatasetInfo]
             break  # a later data set with a broken TEXT is left out, like one that does not parse
         infos.append(DatasetInfo(p.base, p.header.version, tot, par, (p.get("$DATATYPE") or "").strip().upper()))
     return infos
-
-
-def _float_or_none(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value.strip())
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _channel_layout(p: _Parsed, par: int, datatype: str, where: str | None):
-    """Per channel: stored bits ($PnB, int or None), range ($PnR float or nan), names, markers, PnE, PnG."""
-    bits, ranges, names, markers, pne, png = [], [], [], [], [], []
-    for n in range(1, par + 1):
-        b = p.get(f"$P{n}B")
-        if b is None and datatype == "I":
-            raise FCSTextError(where, f"required keyword $P{n}B is missing ($PAR is {par})")
-        b = (b or "").strip()
-        if datatype == "I":
-            if not is_uint(b) or not 0 < int(b) <= 64:
-                raise FCSTextError(where, f"$P{n}B is {b[:20]!r}; integer data need a bit width of 1-64")
-            bits.append(int(b))
-        else:
-            bits.append(int(b) if is_uint(b) else None)
-        r = _float_or_none(p.get(f"$P{n}R"))
-        if r is None:
-            if datatype == "I" and p.get(f"$P{n}R") is None:
-                p.warnings.append(f"$P{n}R is missing; channel {n} is not masked")
-            elif p.get(f"$P{n}R") is not None:
-                p.warnings.append(f"$P{n}R {p.get(f'$P{n}R')[:20]!r} is not a number")
-        ranges.append(math.nan if r is None else r)
-        name = p.get(f"$P{n}N")
-        if name is None or not name.strip():
-            p.warnings.append(f"$P{n}N is missing; named the channel 'P{n}'")
-            name = f"P{n}"
-        names.append(name.strip())
-        markers.append((p.get(f"$P{n}S") or "").strip())
-        f1 = f2 = 0.0
-        e = p.get(f"$P{n}E")
-        if e is not None:
-            fields = [_float_or_none(x) for x in e.split(",")]
-            if len(fields) == 2 and None not in fields:
-                f1, f2 = fields
-            else:
-                p.warnings.append(f"$P{n}E {e[:20]!r} is not 'f1,f2'; treated channel {n} as linear")
-        pne.append((f1, f2))
-        g = _float_or_none(p.get(f"$P{n}G"))
-        png.append(1.0 if g is None else g)
-    return bits, np.array(ranges, dtype=np.float64), names, markers, pne, png
-
-
-def _unique_names(names: list[str], p: _Parsed) -> list[str]:
-    seen: dict[str, int] = {}
-    taken = {n.lower() for n in names}
-    out = []
-    for name in names:
-        key = name.lower()
-        if key not in seen:
-            seen[key] = 1
-            out.append(name)
-            continue
-        k = seen[key] + 1
-        while f"{name}_{k}".lower() in taken:
-            k += 1
-        seen[key] = k
-        new = f"{name}_{k}"
-        taken.add(new.lower())
-        out.append(new)
-        p.warnings.append(f"duplicate $PnN {name!r}; renamed a repeat to {new!r}")
-    return out
-
-
-def _mask(bits: int, pnr: float) -> int | None:
-    """Bit mask for an integer channel: next power of two >= $PnR, minus 1, when $PnR <= 2**$PnB."""
-    if not math.isfinite(pnr) or pnr <= 0 or pnr > 2.0**bits:
-        return None
-    need = max(1, math.ceil(pnr))
-    mask = (1 << (need - 1).bit_length()) - 1
-    return None if mask >= (1 << bits) - 1 else mask
-
-
-def _candidates(p: _Parsed, where: str | None) -> list[tuple[str, int, int]]:
-    out = []
-    try:
-        b = parse_int_keyword(p.text, p.upper, "$BEGINDATA", where, required=False)
-        e = parse_int_keyword(p.text, p.upper, "$ENDDATA", where, required=False)
-    except FCSTextError as exc:
-        p.warnings.append(f"ignored TEXT data offsets: {exc.problem}")
-        b = e = None
-    text = ("TEXT", b, e) if b and b > 0 and e is not None else None
-    head = ("HEADER", p.header.data_start, p.header.data_end) if p.header.data_start > 0 else None
-    order = [head, text] if p.header.version == "FCS2.0" else [text, head]
-    out = [c for c in order if c is not None]
-    if text and head and (text[1], text[2]) != (head[1], head[2]):
-        p.warnings.append(
-            f"HEADER DATA offsets {head[1]}-{head[2]} disagree with $BEGINDATA/$ENDDATA {text[1]}-{text[2]}"
-        )
-    return out
-
-
-def _locate_data(p: _Parsed, size: int, bytes_per_event: int, tot: int | None, where: str | None):
-    """(data start relative to the data set, $TOT) chosen by the rule in the module docstring."""
-    cands = _candidates(p, where)
-    if not cands:
-        raise FCSDataError(where, "neither HEADER nor TEXT ($BEGINDATA) gives a DATA offset")
-    room = size - p.base
-    if tot is None:
-        # FCS 2.0 may omit $TOT: infer it from the first usable span.
-        for src, s, e in cands:
-            span = e - s + 1
-            if span > 0 and s + span <= room + 1:
-                span = min(span, room - s)
-                tot = span // bytes_per_event
-                p.warnings.append(f"$TOT is missing; inferred {tot} events from the {src} DATA span")
-                break
-        else:
-            raise FCSDataError(where, "$TOT is missing and no DATA span fits in the file")
-    need = tot * bytes_per_event
-    best = None
-    for rank, test in enumerate(
-        (lambda span: span == need, lambda span: span == need + 1, lambda span: True)
-    ):
-        for src, s, e in cands:
-            if test(e - s + 1) and s + need <= room:
-                best = (rank, src, s, e)
-                break
-        if best:
-            break
-    if best is None:
-        src, s, e = cands[0]
-        holds = max(0, min(e - s + 1, room - s))
-        raise FCSDataError(
-            where,
-            f"declares {tot:,} events of {bytes_per_event} bytes ({need:,} bytes) but its DATA segment "
-            f"({src} offsets {s}-{e}) holds {holds:,} bytes in a file of {size:,} bytes",
-        )
-    rank, src, s, e = best
-    if rank == 1:
-        what = "one past the end of file" if p.base + e == size else "one byte too far"
-        p.warnings.append(f"DATA end offset {e} ({src}) is {what}; used {s}-{s + need - 1}")
-    elif rank == 2:
-        p.warnings.append(
-            f"DATA span {s}-{e} ({src}) does not match $TOT x {bytes_per_event} bytes = {need:,}; "
-            f"read {need:,} bytes from {s}"
-        )
-    p.offsets["data"] = (s, s + need - 1)
-    p.offsets["data_source"] = src
-    return s, tot
 
 
 def read_fcs(path: Source, *, dataset: int = 0, preprocess: bool = True, name: str | None = None) -> Sample:
@@ -428,7 +263,7 @@ class FileSample(Sample):
         self._sha256_value = value
 
 
-def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: bool) -> Sample:
+def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preprocess: bool) -> Sample:
     size = int(buf.shape[0])
     datatype = (p.get("$DATATYPE") or "").strip().upper()
     if not datatype:
@@ -449,13 +284,13 @@ def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: boo
     order = fcs_data.parse_byteord(p.get("$BYTEORD") or "1,2,3,4", where)
     if p.get("$BYTEORD") is None:
         p.warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
-    bits, ranges, names, markers, pne, png = _channel_layout(p, par, datatype, where)
+    bits, ranges, names, markers, pne, png = channel_layout(p, par, datatype, where)
 
     if datatype == "I":
         widths = [b // 8 for b in bits]
         if any(b % 8 for b in bits):
-            widths = _odd_widths(p, bits, tot, size, where)
-        masks = [_mask(8 * w if b % 8 else b, r) for w, b, r in zip(widths, bits, ranges)]
+            widths = odd_widths(p, bits, tot, size, where)
+        masks = [bit_mask(8 * w if b % 8 else b, r) for w, b, r in zip(widths, bits, ranges)]
     else:
         nbytes = 4 if datatype == "F" else 8
         for n, b in enumerate(bits, 1):
@@ -464,7 +299,7 @@ def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: boo
                 break
         widths = [nbytes] * par
     bpe = sum(widths)
-    start, tot = _locate_data(p, size, bpe, tot, where)
+    start, tot = locate_data(p, size, bpe, tot, where)
     begin = p.base + start
     fcs_data.check_fits(size, begin, tot * bpe, where, f"{tot:,} events x {bpe} bytes")
 
@@ -474,9 +309,9 @@ def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: boo
         events = fcs_data.decode_floats(buf, begin, tot, par, widths[0], order, where)
 
     original_names = list(names)
-    channels = _unique_names(names, p)
+    channels = unique_names(names, p)
     if preprocess:
-        _preprocess(events, p, datatype, channels, ranges, pne, png)
+        preprocess_events(events, p, datatype, channels, ranges, pne, png)
 
     metadata = CaseInsensitiveDict(p.text)
     extra: dict[str, object] = {
@@ -501,57 +336,6 @@ def _read_parsed(buf: np.ndarray, p: _Parsed, where: str | None, preprocess: boo
     )
     _attach_spillover(sample, where)
     return sample
-
-
-def _odd_widths(p: _Parsed, bits: list[int], tot: int | None, size: int, where: str | None) -> list[int]:
-    """Bytes per value when some $PnB is not a multiple of 8: 16-bit words if the DATA span says so."""
-    if any(b > 16 for b in bits if b % 8):
-        raise FCSUnsupportedError(where, f"$PnB {bits} includes a packed width above 16 bits")
-    widths = [2 if b % 8 else b // 8 for b in bits]
-    bpe = sum(widths)
-    spans = [e - s + 1 for _, s, e in _candidates_quiet(p)]
-    if tot is None or any(span in (tot * bpe, tot * bpe + 1) for span in spans):
-        p.warnings.append(f"$PnB {sorted(set(b for b in bits if b % 8))} stored in 16-bit words (the DATA span says so)")
-        return widths
-    raise FCSUnsupportedError(
-        where, f"$PnB {bits} asks for packed bit fields; only byte-aligned or 16-bit-word layouts are read"
-    )
-
-
-def _candidates_quiet(p: _Parsed) -> list[tuple[str, int, int]]:
-    saved = list(p.warnings)
-    try:
-        return _candidates(p, None)
-    finally:
-        p.warnings[:] = saved
-
-
-def _preprocess(events: np.ndarray, p: _Parsed, datatype: str, channels, ranges, pne, png) -> None:
-    """In place: log decoding (I data), gain division (linear channels), time x $TIMESTEP."""
-    time_idx = None
-    for j, ch in enumerate(channels):
-        if ch.strip().lower() == "time":
-            time_idx = j
-    for j, ((f1, f2), gain) in enumerate(zip(pne, png)):
-        if datatype == "I" and f1 > 0:
-            r = ranges[j]
-            if not math.isfinite(r) or r <= 0:
-                p.warnings.append(f"channel {channels[j]} is log-scaled but $PnR is unusable; left undecoded")
-                continue
-            col = events[:, j]
-            np.multiply(col, f1 / r, out=col)
-            np.power(10.0, col, out=col)
-            col *= f2 if f2 != 0 else 1.0
-        elif f1 > 0:
-            p.warnings.append(
-                f"$PnE {f1:g},{f2:g} on {channels[j]} ignored: log decoding applies to integer data only"
-            )
-        elif gain not in (0.0, 1.0) and j != time_idx:
-            events[:, j] /= events.dtype.type(gain)
-    if time_idx is not None:
-        step = _float_or_none(p.get("$TIMESTEP"))
-        if step is not None and step != 0 and step != 1:
-            events[:, time_idx] *= events.dtype.type(step)
 
 
 def _attach_spillover(sample: Sample, where: str | None) -> None:

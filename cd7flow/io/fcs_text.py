@@ -12,8 +12,9 @@ UTF-8...) are appended as plain sentences to the ``warnings`` list passed in.
 """
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -185,3 +186,29 @@ def parse_int_keyword(
     if not is_uint(raw[1:] if raw[:1] in ("+", "-") else raw):
         raise FCSTextError(where, f"keyword {name} should be an integer but is {text[key][:40]!r}")
     return int(raw)
+
+
+@dataclass
+class ParsedDataSet:
+    """One data set's HEADER and merged TEXT, with the repairs made so far (``warnings``)."""
+
+    base: int
+    header: Header
+    text: dict[str, str]
+    upper: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    offsets: dict[str, object] = field(default_factory=dict)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = self.upper.get(name.upper())
+        return default if key is None else self.text[key]
+
+
+def float_or_none(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value.strip())
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
