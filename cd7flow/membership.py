@@ -1,0 +1,94 @@
+"""Per-event gate membership as CSV: one 0/1 column per gate, one row per event, in event order.
+
+Shared by ``cd7flow gate`` and ``cd7flow autogate``. The file is written to a
+temporary name in the destination folder and renamed, so a reader never sees a
+half-written table. Rows are formatted with numpy in blocks (no per-event Python).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import CD7FlowError
+
+__all__ = ["write_membership_csv", "membership_columns"]
+
+_BLOCK_ROWS = 1 << 16  # rows formatted per write: bounds the temporary text to a few MB
+
+
+def _csv_field(name: str) -> str:
+    """RFC 4180 quoting for a header field (gate names may hold commas or quotes)."""
+    if any(ch in name for ch in ',"\r\n'):
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+def write_membership_csv(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
+    """Write ``columns`` (header -> bool mask, all the same length) as a 0/1 CSV, atomically.
+
+    The header row holds the column names in the mapping's order; each following
+    row is one event (row k = event k of the file), ``1`` = inside the population.
+    Raises :class:`~cd7flow.errors.CD7FlowError` for no columns, duplicate names,
+    masks of different lengths, or a folder that cannot be written.
+    """
+    path = os.fspath(path)
+    if not columns:
+        raise CD7FlowError(f"{path}: no gate columns to write")
+    names = [str(k) for k in columns]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise CD7FlowError(f"{path}: duplicate membership column names: {', '.join(dup)}")
+    masks = [np.asarray(m) for m in columns.values()]
+    lengths = {m.shape for m in masks}
+    if len(lengths) != 1 or len(masks[0].shape) != 1:
+        raise CD7FlowError(f"{path}: membership columns must be 1-D and of equal length, got shapes {sorted(lengths)}")
+    n = masks[0].shape[0]
+    # one byte per cell: '0'/'1' followed by ',' or '\n'
+    table = np.empty((n, len(masks)), dtype=np.uint8)
+    for j, m in enumerate(masks):
+        table[:, j] = m.astype(bool, copy=False)
+    table += ord("0")
+    sep = np.full((1, len(masks)), ord(","), dtype=np.uint8)
+    sep[0, -1] = ord("\n")
+    header = (",".join(_csv_field(nm) for nm in names) + "\n").encode("utf-8")
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".membership-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise CD7FlowError(f"{path}: cannot write in {folder}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(header)
+            for start in range(0, n, _BLOCK_ROWS):
+                block = table[start:start + _BLOCK_ROWS]
+                out = np.empty((block.shape[0], block.shape[1] * 2), dtype=np.uint8)
+                out[:, 0::2] = block
+                out[:, 1::2] = sep
+                fh.write(out.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def membership_columns(result) -> dict[str, np.ndarray]:
+    """Header -> mask for every population of a :class:`gating.tree.GatingResult`, in tree order.
+
+    The header is the population's name (the gate id; the quadrant id for a
+    quadrant). A name used by several populations (same gate name under different
+    parents) is written as its path ("/A/B") instead, so every column is unique.
+    """
+    pops = list(result.tree.populations())
+    names = [p.name for p in pops]
+    out: dict[str, np.ndarray] = {}
+    for pop, name in zip(pops, names):
+        key = name if names.count(name) == 1 else pop.path_str
+        out[key] = result.mask(pop.path)
+    return out
