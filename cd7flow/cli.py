@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, batch runs) gets a wide fixed width so tables are not folded.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 FCS_SUFFIXES = {".fcs", ".lmd"}
 
@@ -44,12 +45,24 @@ def _root(
     """cd7flow command line."""
 
 
+def _looks_like_fcs(path: Path) -> bool:
+    """True for .fcs/.lmd files and for any file whose first bytes say "FCS" (instruments
+    such as the FACSCalibur name files 0877408774.B08 or 060909.001)."""
+    if path.suffix.lower() in FCS_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(3) == b"FCS"
+    except OSError:
+        return False
+
+
 def find_fcs_files(paths: list[Path]) -> list[Path]:
-    """Expand folders into the FCS/LMD files they hold (recursively, sorted); keep files as given."""
+    """Expand folders into the FCS files they hold (recursively, sorted); keep files as given."""
     found: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FCS_SUFFIXES))
+            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and _looks_like_fcs(f)))
         else:
             found.append(p)
     return found
@@ -72,7 +85,7 @@ def summary(
     table = Table(title=f"{len(files)} FCS file(s)")
     for col in ("file", "set", "FCS", "type", "events", "channels", "markers", "spillover", "cytometer"):
         table.add_column(col, justify="right" if col in ("events", "channels", "set") else "left")
-    failed = 0
+    failures: list[str] = []
     for f in files:
         try:
             n_sets = len(list_datasets(f))
@@ -87,11 +100,13 @@ def summary(
                     md.get("$CYT", ""),
                 )
         except CD7FlowError as exc:
-            failed += 1
-            table.add_row(f.name, "", "", "", "", "", "", "", f"[red]ERROR: {exc.problem if hasattr(exc, 'problem') else exc}[/red]")
+            failures.append(str(exc))
+            table.add_row(f.name, "", "", "", "", "", "", "", "[red]unreadable (see below)[/red]")
     console.print(table)
-    if failed:
-        err_console.print(f"{failed} of {len(files)} file(s) could not be read")
+    for message in failures:
+        err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    if failures:
+        err_console.print(f"{len(failures)} of {len(files)} file(s) could not be read")
         raise typer.Exit(1)
 
 
@@ -115,9 +130,11 @@ _register_commands()
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # In non-standalone mode click returns the exit code of typer.Exit instead of raising.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except CD7FlowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
