@@ -214,7 +214,8 @@ def test_dtypes_shapes_and_out(xf):
         xf.apply(np.array(["a", "b"]))
 
 
-def test_large_arrays_use_threads_and_stay_exact():
+def test_large_arrays_use_threads_and_stay_exact(monkeypatch):
+    monkeypatch.setenv("CD7FLOW_NUM_THREADS", "2")
     rng = np.random.default_rng(3)
     n = (1 << 20) + 12345  # above the threading threshold, not a multiple of the chunk
     x = (rng.lognormal(6, 2.5, n) * rng.choice([-0.05, 1.0], n)).astype(np.float32)
