@@ -175,6 +175,24 @@ def apply_inverse(out: np.ndarray, idx: np.ndarray, inverse: np.ndarray) -> None
     rows = min(CHUNK_ROWS, out.shape[0])
     buf = np.empty((rows, idx.size), dtype=np.float64)
     res = np.empty_like(buf)
+    with _one_blas_thread():
+        _apply_blocks(out, runs, inverse, buf, res)
+
+
+def _one_blas_thread():
+    """Hold BLAS to one thread: these products are tiny (rows x 15 @ 15 x 15), and
+    OpenBLAS's extra threads spin between calls, which made compensation 2.5-5x slower
+    on a busy 2-core machine (benchmarks/bench_core.py). No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _apply_blocks(out, runs, inverse, buf, res) -> None:
     for start in range(0, out.shape[0], CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, out.shape[0])
         block = buf[: stop - start]
