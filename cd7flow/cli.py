@@ -6,7 +6,9 @@ stderr and exits with code 2; only a bug shows a traceback.
 """
 from __future__ import annotations
 
+import re
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -52,7 +54,8 @@ def _looks_like_fcs(path: Path) -> bool:
         return True
     try:
         with open(path, "rb") as fh:
-            return fh.read(3) == b"FCS"
+            head = fh.read(6)
+        return re.fullmatch(rb"FCS\d\.\d", head) is not None
     except OSError:
         return False
 
@@ -61,6 +64,8 @@ def find_fcs_files(paths: list[Path]) -> list[Path]:
     """Expand folders into the FCS files they hold (recursively, sorted); keep files as given."""
     found: list[Path] = []
     for p in paths:
+        if not p.exists():
+            raise CD7FlowError(f"{p}: no such file or folder")
         if p.is_dir():
             found.extend(sorted(f for f in p.rglob("*") if f.is_file() and _looks_like_fcs(f)))
         else:
@@ -83,14 +88,19 @@ def summary(
     if not files:
         raise CD7FlowError(f"no .fcs or .lmd files found in {', '.join(map(str, paths))}")
     table = Table(title=f"{len(files)} FCS file(s)")
-    for col in ("file", "set", "FCS", "type", "events", "channels", "markers", "spillover", "cytometer"):
+    for col in ("file", "set", "FCS", "type", "events", "channels", "markers", "spillover", "cytometer", "notes"):
         table.add_column(col, justify="right" if col in ("events", "channels", "set") else "left")
     failures: list[str] = []
     for f in files:
         try:
             n_sets = len(list_datasets(f))
             for k in range(n_sets):
-                s = read_fcs(f, dataset=k)
+                # Repairs and ignored matrices are reported in the table, not as Python warnings.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    s = read_fcs(f, dataset=k)
+                notes = list(s.extra.get("warnings", []))
+                notes += [str(w.message) for w in caught if str(w.message) not in notes]
                 md = s.metadata
                 n_markers = sum(1 for m in s.markers if m)
                 table.add_row(
@@ -98,10 +108,11 @@ def summary(
                     f"{s.n_events:,}", str(len(s.channels)), str(n_markers),
                     f"{len(s.spillover.channels)}x{len(s.spillover.channels)}" if s.spillover is not None else "-",
                     md.get("$CYT", ""),
+                    "; ".join(notes),
                 )
         except CD7FlowError as exc:
             failures.append(str(exc))
-            table.add_row(f.name, "", "", "", "", "", "", "", "[red]unreadable (see below)[/red]")
+            table.add_row(f.name, "", "", "", "", "", "", "", "", "[red]unreadable (see below)[/red]")
     console.print(table)
     for message in failures:
         err_console.print(f"[red]error:[/red] {message}", highlight=False)
