@@ -1,0 +1,658 @@
+"""Qt-free state of the desktop viewer: samples, axes, gates, selection.
+
+The Qt widgets in ``gui/`` observe a :class:`ViewerModel` through plain Python
+callbacks (:class:`Signal`), the way napari separates its models from its Qt
+layer: nothing here imports Qt, and every analysis step calls the same cd7flow /
+gating functions the CLI uses (``read_fcs``, ``compensate``, the transforms, the
+gating tree, the Gating-ML and FCS writers).
+
+Memory: the event matrix of a Sample is never copied by the model. Columns are
+asked from a data source by :class:`~gating.dimensions.Dimension` (channel,
+compensation, transform), which computes each dimension once and caches it.
+Display is downsampled: dot plots draw at most :data:`MAX_DISPLAY_DOTS` events
+(a fixed, seeded random subset per sample, so the picture does not flicker),
+while density plots, histograms, counts and statistics use every event.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gating.dimensions import Dimension
+from gating.errors import GatingError as _AnyGatingError
+from gating.gates import Gate, PolygonGate, RectangleGate
+from gating.tree import GatingResult, GatingTree
+
+from .errors import CD7FlowError, FileProblem, GatingError
+from .sample import Sample
+
+MAX_DISPLAY_DOTS = 100_000
+"""Most events a dot plot draws; gates, counts and statistics always use all events."""
+
+TRANSFORM_KINDS = ("linear", "logicle", "asinh")
+PLOT_MODES = ("density", "dots", "histogram")
+
+# Display transform parameters (Gating-ML names): W and A for logicle, M for both.
+# T is per channel: its $PnR, so 10-bit and 18-bit instruments both fill the axis.
+LOGICLE_W = 0.5
+LOGICLE_M = 4.5
+LOGICLE_A = 0.0
+ASINH_M = 4.5
+ASINH_A = 0.0
+
+PopulationPath = tuple[str, ...]
+ROOT: PopulationPath = ()
+
+
+class Signal:
+    """A list of callbacks: ``connect(fn)``, ``disconnect(fn)``, ``emit(*args)``."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[..., None]] = []
+
+    def connect(self, callback: Callable[..., None]) -> None:
+        if callback not in self._callbacks:
+            self._callbacks.append(callback)
+
+    def disconnect(self, callback: Callable[..., None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def emit(self, *args) -> None:
+        for cb in list(self._callbacks):
+            cb(*args)
+
+
+class ViewerEvents:
+    """The model's signals. Observers re-read the model state they care about."""
+
+    def __init__(self) -> None:
+        self.samples = Signal()  # the sample list changed
+        self.current = Signal()  # another sample is shown (axes may have changed too)
+        self.view = Signal()  # axes, transforms, compensation or plot mode changed
+        self.gates = Signal()  # gates added, edited or removed: counts changed
+        self.selection = Signal()  # another population is selected
+
+
+@dataclass(frozen=True)
+class PopulationRow:
+    """One line of the population tree. Percentages are in percent (0-100)."""
+
+    path: PopulationPath
+    depth: int
+    count: int
+    percent_of_parent: float
+    percent_of_total: float
+    gate: Gate | None
+
+    @property
+    def name(self) -> str:
+        return self.path[-1] if self.path else "All events"
+
+
+def channel_label(sample: Sample, index: int) -> str:
+    """'PnN (PnS)' when the channel has a marker, else just PnN."""
+    name = sample.channels[index]
+    marker = sample.markers[index] if index < len(sample.markers) else ""
+    return f"{name} ({marker})" if marker and marker != name else name
+
+
+def path_str(path: PopulationPath) -> str:
+    return "/" + "/".join(path) if path else "/"
+
+
+# ---------------------------------------------------------------- hooks into cd7flow
+def _read_fcs(path: Path) -> Sample:
+    try:
+        from .io.fcs_read import read_fcs
+    except ImportError as exc:  # the reader module is still being built
+        raise FileProblem(path, f"cannot open FCS files yet: cd7flow.io.fcs_read is unavailable ({exc})") from None
+    return read_fcs(path)
+
+
+def make_display_transform(kind: str, top: float):
+    """A display transform with ``apply``/``inverse`` for one channel; ``top`` is T (channel units)."""
+    if kind not in ("logicle", "asinh"):
+        raise CD7FlowError(f"unknown display transform {kind!r}; choose one of {TRANSFORM_KINDS}")
+    try:
+        from . import transforms
+    except ImportError:  # cd7flow.transforms not landed yet: same Gating-ML functions via flowutils
+        return _FlowutilsTransform(kind, top)
+    if kind == "logicle":
+        return transforms.LogicleTransform(t=top, w=LOGICLE_W, m=LOGICLE_M, a=LOGICLE_A)
+    return transforms.AsinhTransform(t=top, m=ASINH_M, a=ASINH_A)
+
+
+class _FlowutilsTransform:
+    """Gating-ML logicle / fasinh through flowutils, used only until cd7flow.transforms exists."""
+
+    def __init__(self, kind: str, top: float):
+        self.kind, self.t = kind, float(top)
+
+    def _call(self, name: str, x) -> np.ndarray:
+        import flowutils.transforms as fu
+
+        col = np.array(x, dtype=np.float64).reshape(-1, 1)
+        if self.kind == "logicle":
+            fn = getattr(fu, name.replace("X", "logicle"))
+            out = fn(col, [0], t=self.t, m=LOGICLE_M, w=LOGICLE_W, a=LOGICLE_A)
+        else:
+            fn = getattr(fu, name.replace("X", "asinh"))
+            out = fn(col, [0], t=self.t, m=ASINH_M, a=ASINH_A)
+        return np.asarray(out, dtype=np.float64).reshape(np.shape(x))
+
+    def apply(self, x) -> np.ndarray:
+        return self._call("X", x)
+
+    def inverse(self, y) -> np.ndarray:
+        return self._call("X_inverse", y)
+
+
+def _make_source(sample: Sample, transforms: dict):
+    from .datasource import SampleSource
+
+    return SampleSource(sample, transforms=transforms)
+
+
+# ---------------------------------------------------------------- the model
+class ViewerModel:
+    """Everything the viewer shows, without Qt.
+
+    Gates are shared by all samples (like a FlowJo group): the same tree is
+    applied to whichever sample is current. Gate coordinates are in the space of
+    their dimensions (after compensation and transform), i.e. the plot's axes.
+    """
+
+    def __init__(self) -> None:
+        self.events = ViewerEvents()
+        self.samples: list[Sample] = []
+        self.current_index: int = -1
+        self.x_channel: str | None = None
+        self.y_channel: str | None = None
+        self.x_transform = "logicle"
+        self.y_transform = "logicle"
+        self.compensated = False
+        self.plot_mode = "density"
+        self.selected: PopulationPath = ROOT
+        self._gates: list[tuple[Gate, PopulationPath]] = []  # in insertion order, parents first
+        self._transforms: dict[str, object] = {}  # transform id -> object with apply()
+        self._sources: dict[int, object] = {}  # id(sample) -> data source (cached columns)
+        self._result: GatingResult | None = None
+        self._display_index: dict[int, np.ndarray] = {}
+        self._gate_counter = 0
+
+    # ---- samples ----------------------------------------------------------
+    @property
+    def sample(self) -> Sample | None:
+        return self.samples[self.current_index] if 0 <= self.current_index < len(self.samples) else None
+
+    def open_files(self, paths: Sequence[str | os.PathLike]) -> list[CD7FlowError]:
+        """Read each file and add it; returns the errors of files that could not be read.
+
+        The last file read becomes current. Errors name the file and the problem.
+        """
+        errors: list[CD7FlowError] = []
+        for p in paths:
+            path = Path(p)
+            try:
+                sample = _read_fcs(path)
+            except CD7FlowError as exc:
+                errors.append(exc)
+                continue
+            except (OSError, ValueError) as exc:  # a reader bug must not crash the viewer
+                errors.append(FileProblem(path, f"cannot be read: {exc}"))
+                continue
+            self.add_sample(sample)
+        return errors
+
+    def add_sample(self, sample: Sample, make_current: bool = True) -> None:
+        self.samples.append(sample)
+        self.events.samples.emit()
+        if make_current:
+            self.set_current(len(self.samples) - 1)
+
+    def set_current(self, index: int) -> None:
+        if not 0 <= index < len(self.samples):
+            raise CD7FlowError(f"no sample number {index} (have {len(self.samples)})")
+        self.current_index = index
+        sample = self.samples[index]
+        # Keep the axes when the new sample has those channels; else pick sensible defaults.
+        if self.x_channel not in sample.channels or self.y_channel not in sample.channels:
+            self.x_channel, self.y_channel = _default_axes(sample)
+        if sample.spillover is None:
+            self.compensated = False
+        self._result = None
+        self.events.current.emit()
+        self.events.gates.emit()
+
+    def channel_choices(self) -> list[tuple[str, str]]:
+        """(PnN, 'PnN (PnS)') for every channel of the current sample."""
+        s = self.sample
+        return [] if s is None else [(c, channel_label(s, i)) for i, c in enumerate(s.channels)]
+
+    # ---- axes -------------------------------------------------------------
+    def set_axes(self, x: str | None = None, y: str | None = None,
+                 x_transform: str | None = None, y_transform: str | None = None) -> None:
+        s = self.sample
+        for name in (x, y):
+            if name is not None and (s is None or name not in s.channels):
+                raise CD7FlowError(f"{s.name if s else 'no sample'}: no channel named {name!r}")
+        for kind in (x_transform, y_transform):
+            if kind is not None and kind not in TRANSFORM_KINDS:
+                raise CD7FlowError(f"unknown transform {kind!r}; choose one of {TRANSFORM_KINDS}")
+        self.x_channel = x or self.x_channel
+        self.y_channel = y or self.y_channel
+        self.x_transform = x_transform or self.x_transform
+        self.y_transform = y_transform or self.y_transform
+        self.events.view.emit()
+
+    @property
+    def can_compensate(self) -> bool:
+        return self.sample is not None and self.sample.spillover is not None
+
+    def set_compensated(self, on: bool) -> None:
+        if on and not self.can_compensate:
+            raise CD7FlowError(f"{self.sample.name if self.sample else 'no sample'} carries no spillover matrix")
+        self.compensated = bool(on)
+        self.events.view.emit()
+
+    def set_plot_mode(self, mode: str) -> None:
+        if mode not in PLOT_MODES:
+            raise CD7FlowError(f"unknown plot mode {mode!r}; choose one of {PLOT_MODES}")
+        self.plot_mode = mode
+        self.events.view.emit()
+
+    def dimension(self, axis: str) -> Dimension:
+        """The gate dimension the plot's 'x' or 'y' axis shows (channel, compensation, transform)."""
+        s = self._need_sample()
+        channel, kind = (self.x_channel, self.x_transform) if axis == "x" else (self.y_channel, self.y_transform)
+        comp = "FCS" if self.compensated and channel in _spill_channels(s) else None
+        return Dimension(channel, comp, self._transform_id(kind, s, channel))
+
+    def _transform_id(self, kind: str, sample: Sample, channel: str) -> str | None:
+        if kind == "linear":
+            return None
+        # T is the channel's top of scale: $PnR, or the largest value when the stored values
+        # exceed it (log-amplified channels decoded from $PnE run to 10^decades, not $PnR).
+        i = sample.channels.index(channel)
+        top = float(sample.ranges[i]) if i < len(sample.ranges) else float("nan")
+        col = sample.events[:, i]
+        biggest = float(np.nanmax(col)) if col.size else float("nan")
+        if not math.isfinite(top) or top <= 1 or (math.isfinite(biggest) and biggest > top * 1.01):
+            top = biggest if math.isfinite(biggest) and biggest > 1 else 262144.0
+        top = float(f"{top:.6g}")
+        tid = f"{kind}_T{top:g}"
+        if tid not in self._transforms:
+            self._transforms[tid] = make_display_transform(kind, top)
+            self._sources.clear()  # sources were built with the old transform table
+        return tid
+
+    # ---- data -------------------------------------------------------------
+    def _need_sample(self) -> Sample:
+        if self.sample is None:
+            raise CD7FlowError("no sample is open")
+        return self.sample
+
+    def source(self):
+        """The data source of the current sample (columns cached per dimension)."""
+        s = self._need_sample()
+        src = self._sources.get(id(s))
+        if src is None:
+            src = _make_source(s, self._transforms)
+            self._sources[id(s)] = src
+        return src
+
+    def values(self, axis: str) -> np.ndarray:
+        """All events' values on the 'x' or 'y' axis (display units: after compensation and transform)."""
+        dim = self.dimension(axis)  # first: it may register a new transform with the sources
+        return np.asarray(self.source().values(dim))
+
+    def axis_ticks(self, axis: str):
+        """pyqtgraph tick spec for a transformed axis: decades in channel units at their
+        transformed positions; None (automatic ticks) for a linear axis."""
+        dim = self.dimension(axis)
+        if dim.transform is None or dim.transform not in self._transforms:
+            return None
+        transform = self._transforms[dim.transform]
+        top = float(dim.transform.split("_T", 1)[1]) if "_T" in dim.transform else 262144.0
+        decades = [10.0 ** k for k in range(1, int(math.floor(math.log10(top))) + 1)]
+        values = np.array([-d for d in reversed(decades[:3])] + [0.0] + decades)
+        positions = np.asarray(transform.apply(values), dtype=float)
+        lo, hi = self.axis_range(axis)
+        major = [(float(p), _decade_label(v)) for p, v in zip(positions, values)
+                 if np.isfinite(p) and lo <= p <= hi]
+        return [major, []]
+
+    def display_index(self) -> np.ndarray:
+        """Sorted indices of the events a dot plot draws (seeded subset of at most MAX_DISPLAY_DOTS)."""
+        s = self._need_sample()
+        idx = self._display_index.get(id(s))
+        if idx is None:
+            n = s.n_events
+            if n <= MAX_DISPLAY_DOTS:
+                idx = np.arange(n)
+            else:
+                idx = np.sort(np.random.default_rng(0).choice(n, MAX_DISPLAY_DOTS, replace=False))
+            self._display_index[id(s)] = idx
+        return idx
+
+    def axis_range(self, axis: str) -> tuple[float, float]:
+        """Plot limits from the 0.1-99.9 percentiles of the displayed subset, padded 5%."""
+        v = self.values(axis)[self.display_index()]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return 0.0, 1.0
+        lo, hi = np.percentile(v, [0.1, 99.9])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        pad = 0.05 * (hi - lo)
+        return float(lo - pad), float(hi + pad)
+
+    def display_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) of the selected population's events in the display subset."""
+        idx = self.display_index()
+        idx = idx[self.population_mask(self.selected)[idx]]
+        return self.values("x")[idx], self.values("y")[idx]
+
+    def density(self, bins: int | None = None) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+        """2-D histogram (bins x bins, x first) of every event of the selected population, with its ranges."""
+        mask = self.population_mask(self.selected)
+        if bins is None:  # ~sqrt(n) bins per axis: smooth for small files, fine for large ones
+            bins = int(np.clip(np.sqrt(mask.size), 64, 256))
+        xr, yr = self.axis_range("x"), self.axis_range("y")
+        x, y = self.values("x")[mask], self.values("y")[mask]
+        h, _, _ = np.histogram2d(x, y, bins=bins, range=(xr, yr))
+        return h, xr, yr
+
+    def histogram(self, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, edges) of the x axis over every event of the selected population."""
+        x = self.values("x")[self.population_mask(self.selected)]
+        x = x[np.isfinite(x)]
+        return np.histogram(x, bins=bins, range=self.axis_range("x"))
+
+    # ---- gates ------------------------------------------------------------
+    @property
+    def n_gates(self) -> int:
+        return len(self._gates)
+
+    def tree(self) -> GatingTree:
+        tree = GatingTree()
+        for gate, parent in self._gates:
+            tree.add(gate, parent or None)
+        return tree
+
+    def result(self) -> GatingResult:
+        """The gating result of the current sample (recomputed lazily after any change)."""
+        if self._result is None:
+            try:
+                self._result = self.tree().apply(self.source())
+            except GatingError:
+                raise
+            except _AnyGatingError as exc:  # e.g. a loaded gate names a channel this sample lacks
+                raise GatingError(f"{self._need_sample().name}: {exc}") from None
+        return self._result
+
+    def population_mask(self, path: PopulationPath) -> np.ndarray:
+        if not path:
+            return np.ones(self._need_sample().n_events, dtype=bool)
+        return self.result().mask(path)
+
+    def populations(self) -> list[PopulationRow]:
+        """The root (all events) and every population in tree order, with live counts."""
+        s = self.sample
+        if s is None:
+            return []
+        rows = [PopulationRow(ROOT, 0, s.n_events, 100.0, 100.0, None)]
+        result = self.result()
+        for pop in result.tree.populations():
+            rows.append(PopulationRow(
+                pop.path, len(pop.path), result.count(pop.path),
+                result.percent_of_parent(pop.path), result.percent_of_total(pop.path), pop.gate,
+            ))
+        return rows
+
+    def _new_name(self, prefix: str) -> str:
+        taken = {g.id for g, _ in self._gates}
+        while True:
+            self._gate_counter += 1
+            name = f"{prefix} {self._gate_counter}"
+            if name not in taken:
+                return name
+
+    def add_gate(self, gate: Gate, parent: PopulationPath | None = None) -> PopulationPath:
+        """Add a gate under ``parent`` (default: the selected population); returns its path."""
+        parent = self.selected if parent is None else tuple(parent)
+        candidate = self._gates + [(gate, parent)]
+        tree = GatingTree()
+        for g, p in candidate:
+            tree.add(g, p or None)  # raises GatingError on a duplicate path
+        self._gates = candidate
+        self._changed()
+        return parent + (gate.id,)
+
+    def add_rectangle_gate(self, x_min: float, x_max: float, y_min: float | None = None,
+                           y_max: float | None = None, name: str | None = None,
+                           parent: PopulationPath | None = None) -> PopulationPath:
+        """A rectangle on the current axes (display units); without y bounds, a range on x."""
+        if y_min is None and y_max is None:
+            gate = RectangleGate(name or self._new_name("Range"), [self.dimension("x")], [x_min], [x_max])
+        else:
+            gate = RectangleGate(name or self._new_name("Rectangle"), [self.dimension("x"), self.dimension("y")],
+                                 [x_min, y_min], [x_max, y_max])
+        return self.add_gate(gate, parent)
+
+    def add_polygon_gate(self, vertices, name: str | None = None,
+                         parent: PopulationPath | None = None) -> PopulationPath:
+        gate = PolygonGate(name or self._new_name("Polygon"), [self.dimension("x"), self.dimension("y")], vertices)
+        return self.add_gate(gate, parent)
+
+    def gate_at(self, path: PopulationPath) -> Gate:
+        for gate, parent in self._gates:
+            if parent + (gate.id,) == tuple(path):
+                return gate
+        raise GatingError(f"no gate at {path_str(tuple(path))}")
+
+    def replace_gate(self, path: PopulationPath, new_gate: Gate) -> None:
+        """Swap the gate at ``path`` for an edited one with the same id (e.g. after dragging)."""
+        path = tuple(path)
+        for i, (gate, parent) in enumerate(self._gates):
+            if parent + (gate.id,) == path:
+                if new_gate.id != gate.id:
+                    raise GatingError(f"edited gate {new_gate.id!r} must keep the id {gate.id!r}")
+                self._gates[i] = (new_gate, parent)
+                self._changed()
+                return
+        raise GatingError(f"no gate at {path_str(path)}")
+
+    def edit_gate(self, path: PopulationPath, *, mins=None, maxs=None, vertices=None) -> None:
+        """Move/reshape a rectangle (``mins``/``maxs``) or polygon (``vertices``) gate, keeping its id."""
+        gate = self.gate_at(path)
+        if isinstance(gate, PolygonGate) and vertices is not None:
+            new: Gate = PolygonGate(gate.id, gate.dimensions, vertices)
+        elif isinstance(gate, RectangleGate) and mins is not None and maxs is not None:
+            new = RectangleGate(gate.id, gate.dimensions, mins, maxs)
+        else:
+            raise GatingError(f"gate {gate.id!r} ({type(gate).__name__}) cannot be edited that way")
+        self.replace_gate(path, new)
+
+    def remove_population(self, path: PopulationPath) -> None:
+        """Remove a gate and every population under it."""
+        path = tuple(path)
+        self.gate_at(path)
+        self._gates = [(g, p) for g, p in self._gates
+                       if (p + (g.id,))[: len(path)] != path]
+        if self.selected[: len(path)] == path:
+            self.selected = path[:-1]
+            self.events.selection.emit()
+        self._changed()
+
+    def clear_gates(self) -> None:
+        self._gates = []
+        self.selected = ROOT
+        self._changed()
+        self.events.selection.emit()
+
+    def gates_on_axes(self) -> list[tuple[PopulationPath, Gate]]:
+        """Rectangle/polygon gates drawn in the plot's current space, with their paths.
+
+        2-D gates must match both axes' dimensions; 1-D range gates match the x axis
+        in histogram mode only.
+        """
+        if self.sample is None:
+            return []
+        dx, dy = self.dimension("x"), self.dimension("y")
+        out = []
+        for gate, parent in self._gates:
+            if not isinstance(gate, (RectangleGate, PolygonGate)):
+                continue
+            dims = tuple(gate.dimensions)
+            if self.plot_mode == "histogram":
+                ok = dims == (dx,)
+            else:
+                ok = dims == (dx, dy)
+            if ok:
+                out.append((parent + (gate.id,), gate))
+        return out
+
+    def select(self, path: PopulationPath) -> None:
+        path = tuple(path)
+        if path:
+            self.gate_at(path)
+        self.selected = path
+        self.events.selection.emit()
+
+    def _changed(self) -> None:
+        self._result = None
+        self.events.gates.emit()
+
+    # ---- statistics and export --------------------------------------------
+    def statistics(self, path: PopulationPath | None = None) -> list[dict[str, object]]:
+        """One row per channel for a population: count, % of parent, % of total, and the
+        mean, median, geometric mean (positive values only), CV and robust CV (percent)
+        of the values in channel units (compensated when compensation is on)."""
+        path = self.selected if path is None else tuple(path)
+        s = self._need_sample()
+        mask = self.population_mask(path)
+        rows = {r.path: r for r in self.populations()}
+        row = rows[path]
+        src = self.source()
+        comp_channels = _spill_channels(s) if self.compensated else set()
+        out = []
+        for i, ch in enumerate(s.channels):
+            v = np.asarray(src.values(Dimension(ch, "FCS" if ch in comp_channels else None, None)))[mask]
+            out.append({
+                "population": path_str(path), "channel": ch, "marker": s.markers[i],
+                "count": row.count, "percent_of_parent": row.percent_of_parent,
+                "percent_of_total": row.percent_of_total, **_channel_stats(v),
+            })
+        return out
+
+    def export_statistics_csv(self, out_path: str | os.PathLike, path: PopulationPath | None = None) -> Path:
+        """Write the statistics of a population to CSV (atomically) and return the path."""
+        rows = self.statistics(path)
+        out = Path(out_path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, out)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return out
+
+    def export_population_fcs(self, out_path: str | os.PathLike, path: PopulationPath | None = None) -> Path:
+        """Write the events of a population (all channels, stored values) to an FCS 3.1 file."""
+        from .io.fcs_write import write_fcs
+
+        path = self.selected if path is None else tuple(path)
+        s = self._need_sample()
+        mask = np.asarray(self.population_mask(path), dtype=bool)
+        return write_fcs(out_path, s, mask=mask,
+                         metadata={"CD7FLOW_SUBSET": f"{path_str(path)}: {int(mask.sum())} of {s.n_events} events"})
+
+    def load_gatingml(self, path: str | os.PathLike) -> int:
+        """Replace the gates with those of a Gating-ML 2.0 file; returns the number of gates."""
+        from .io.gatingml import read_gatingml
+
+        doc = read_gatingml(path)
+        tree = doc.tree if hasattr(doc, "tree") else doc
+        self._transforms.update(getattr(doc, "transforms", {}) or {})
+        self._sources.clear()
+        gates: list[tuple[Gate, PopulationPath]] = []
+        for pop in tree.populations():
+            if pop.quadrant_id is not None and any(g is pop.gate for g, _ in gates):
+                continue  # a quadrant gate is added once and yields all its quadrants
+            gates.append((pop.gate, pop.parent_path))
+        self._gates = gates
+        self.selected = ROOT
+        self._changed()
+        self.events.selection.emit()
+        return len(gates)
+
+    def save_gatingml(self, path: str | os.PathLike) -> Path:
+        from .io.gatingml import write_gatingml
+
+        return Path(write_gatingml(path, self.tree(), transforms=self._used_transforms()) or path)
+
+    def _used_transforms(self) -> dict[str, object]:
+        used = {d.transform for g, _ in self._gates for d in g.dimensions if d.transform}
+        return {t: self._transforms[t] for t in used if t in self._transforms}
+
+
+def _spill_channels(sample: Sample) -> set[str]:
+    return set(sample.spillover.channels) if sample.spillover is not None else set()
+
+
+def _default_axes(sample: Sample) -> tuple[str, str]:
+    """FSC-A vs SSC-A style defaults: the first scatter channels, else the first two (non-Time)."""
+    names = list(sample.channels)
+    usable = [c for c in names if c.lower() not in ("time", "event_length")] or names
+    fsc = [c for c in usable if c.upper().startswith("FSC")]
+    ssc = [c for c in usable if c.upper().startswith("SSC")]
+    if fsc and ssc:
+        return fsc[0], ssc[0]
+    if len(usable) >= 2:
+        return usable[0], usable[1]
+    return names[0], names[0]
+
+
+def _decade_label(v: float) -> str:
+    if v == 0:
+        return "0"
+    k = int(round(math.log10(abs(v))))
+    return f"{'-' if v < 0 else ''}10{str(k).translate(_SUPERSCRIPT)}"
+
+
+_SUPERSCRIPT = str.maketrans("0123456789-", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b")
+
+
+def _channel_stats(v: np.ndarray) -> dict[str, float]:
+    """Mean, median, geometric mean (of positive values), CV and robust CV (percent) of one column."""
+    v = np.asarray(v, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    nan = float("nan")
+    if v.size == 0:
+        return {"mean": nan, "median": nan, "geometric_mean": nan, "cv_percent": nan, "robust_cv_percent": nan}
+    mean = float(v.mean())
+    median = float(np.median(v))
+    pos = v[v > 0]
+    gmean = float(np.exp(np.log(pos).mean())) if pos.size else nan
+    sd = float(v.std(ddof=1)) if v.size > 1 else nan
+    q16, q84 = np.percentile(v, [15.87, 84.13])
+    return {
+        "mean": mean, "median": median, "geometric_mean": gmean,
+        "cv_percent": 100.0 * sd / mean if mean else nan,
+        # rCV = 100 * 0.5 * (P84.13 - P15.87) / median (FlowJo's robust CV)
+        "robust_cv_percent": 100.0 * 0.5 * (q84 - q16) / median if median else nan,
+    }

@@ -1,0 +1,1 @@
+"""Qt widgets of the viewer. Only this package (and gui.app) imports Qt and pyqtgraph."""

@@ -1,0 +1,313 @@
+"""The main window: menus, axis controls, gate tools, and the panels around the plot."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from cd7flow.errors import CD7FlowError
+from cd7flow.viewmodel import PLOT_MODES, TRANSFORM_KINDS, ViewerModel, path_str
+
+from .panels import PopulationTree, SampleList, StatsTable
+from .plot_view import PlotView
+
+FCS_FILTER = "FCS files (*.fcs *.FCS *.lmd *.LMD);;All files (*)"
+GML_FILTER = "Gating-ML (*.xml);;All files (*)"
+
+
+class AxisControls(QtWidgets.QWidget):
+    """X/Y channel pickers ('PnN (PnS)'), transforms, compensation, plot mode and gate tools."""
+
+    sigTool = QtCore.Signal(object)  # "rectangle" | "polygon" | "range" | None
+
+    def __init__(self, model: ViewerModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self._updating = False
+        self.x_channel = QtWidgets.QComboBox()
+        self.y_channel = QtWidgets.QComboBox()
+        self.x_transform = QtWidgets.QComboBox()
+        self.y_transform = QtWidgets.QComboBox()
+        for box in (self.x_transform, self.y_transform):
+            box.addItems(TRANSFORM_KINDS)
+        for box in (self.x_channel, self.y_channel):
+            box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToContents)
+            box.setMinimumContentsLength(16)
+        self.compensate = QtWidgets.QCheckBox("Compensate")
+        self.mode = QtWidgets.QComboBox()
+        self.mode.addItems(PLOT_MODES)
+        self.tools = QtWidgets.QButtonGroup(self)
+        self.tools.setExclusive(False)
+        self.tool_buttons: dict[str, QtWidgets.QToolButton] = {}
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(4, 2, 4, 2)
+        for label, widget in (("X", self.x_channel), (None, self.x_transform), ("Y", self.y_channel),
+                              (None, self.y_transform), (None, self.compensate), ("Plot", self.mode)):
+            if label:
+                layout.addWidget(QtWidgets.QLabel(label))
+            layout.addWidget(widget)
+        layout.addSpacing(12)
+        layout.addWidget(QtWidgets.QLabel("Draw gate:"))
+        for tool, text, tip in (("rectangle", "Rectangle", "Drag a rectangle on the plot"),
+                                ("polygon", "Polygon", "Click vertices; double-click or right-click closes"),
+                                ("range", "Range", "Histogram mode: drag an interval on x")):
+            b = QtWidgets.QToolButton()
+            b.setText(text)
+            b.setToolTip(tip)
+            b.setCheckable(True)
+            self.tools.addButton(b)
+            self.tool_buttons[tool] = b
+            layout.addWidget(b)
+            b.toggled.connect(lambda on, t=tool: self._tool_toggled(t, on))
+        layout.addStretch(1)
+
+        self.x_channel.currentIndexChanged.connect(lambda _: self._push())
+        self.y_channel.currentIndexChanged.connect(lambda _: self._push())
+        self.x_transform.currentTextChanged.connect(lambda _: self._push())
+        self.y_transform.currentTextChanged.connect(lambda _: self._push())
+        self.compensate.toggled.connect(self._comp_toggled)
+        self.mode.currentTextChanged.connect(self._mode_changed)
+        model.events.current.connect(self.refresh)
+        model.events.view.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_):
+        m = self.model
+        self._updating = True
+        try:
+            choices = m.channel_choices()
+            for box, current in ((self.x_channel, m.x_channel), (self.y_channel, m.y_channel)):
+                if [box.itemData(i) for i in range(box.count())] != [c for c, _ in choices]:
+                    box.clear()
+                    for name, label in choices:
+                        box.addItem(label, name)
+                i = box.findData(current)
+                if i >= 0:
+                    box.setCurrentIndex(i)
+            self.x_transform.setCurrentText(m.x_transform)
+            self.y_transform.setCurrentText(m.y_transform)
+            self.compensate.setEnabled(m.can_compensate)
+            self.compensate.setChecked(m.compensated)
+            self.compensate.setToolTip(
+                "Apply the file's spillover matrix" if m.can_compensate else "This file carries no spillover matrix")
+            self.mode.setCurrentText(m.plot_mode)
+            histogram = m.plot_mode == "histogram"
+            self.y_channel.setEnabled(not histogram)
+            self.y_transform.setEnabled(not histogram)
+            self.tool_buttons["range"].setEnabled(histogram)
+            self.tool_buttons["rectangle"].setEnabled(not histogram)
+            self.tool_buttons["polygon"].setEnabled(not histogram)
+        finally:
+            self._updating = False
+
+    def _push(self):
+        if self._updating or self.model.sample is None:
+            return
+        self.model.set_axes(x=self.x_channel.currentData(), y=self.y_channel.currentData(),
+                            x_transform=self.x_transform.currentText(), y_transform=self.y_transform.currentText())
+
+    def _comp_toggled(self, on: bool):
+        if not self._updating and self.model.sample is not None:
+            self.model.set_compensated(on)
+
+    def _mode_changed(self, mode: str):
+        if not self._updating:
+            self.release_tools()
+            self.model.set_plot_mode(mode)
+
+    def _tool_toggled(self, tool: str, on: bool):
+        if self._updating:
+            return
+        if on:
+            self._updating = True
+            for other, b in self.tool_buttons.items():
+                if other != tool:
+                    b.setChecked(False)
+            self._updating = False
+            self.sigTool.emit(tool)
+        elif not any(b.isChecked() for b in self.tool_buttons.values()):
+            self.sigTool.emit(None)
+
+    def release_tools(self):
+        self._updating = True
+        for b in self.tool_buttons.values():
+            b.setChecked(False)
+        self._updating = False
+        self.sigTool.emit(None)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, model: ViewerModel | None = None):
+        super().__init__()
+        self.model = model or ViewerModel()
+        self.setWindowTitle("cd7flow viewer")
+        self.setAcceptDrops(True)
+        self.resize(1280, 820)
+
+        self.plot_view = PlotView(self.model)
+        self.controls = AxisControls(self.model)
+        self.samples = SampleList(self.model)
+        self.populations = PopulationTree(self.model)
+        self.stats = StatsTable(self.model)
+
+        center = QtWidgets.QWidget()
+        v = QtWidgets.QVBoxLayout(center)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.addWidget(self.controls)
+        v.addWidget(self.plot_view, 1)
+        self.setCentralWidget(center)
+
+        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        left.addWidget(self._titled("Samples", self.samples))
+        pop_box = self._titled("Populations", self.populations)
+        remove = QtWidgets.QPushButton("Remove gate")
+        remove.clicked.connect(self.populations.remove_selected)
+        pop_box.layout().addWidget(remove)
+        left.addWidget(pop_box)
+        left.setSizes([200, 500])
+        left_dock = self._dock("Samples and gates", left, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.resizeDocks([left_dock], [340], QtCore.Qt.Orientation.Horizontal)
+        stats_box = QtWidgets.QWidget()
+        sv = QtWidgets.QVBoxLayout(stats_box)
+        sv.setContentsMargins(4, 4, 4, 4)
+        sv.addWidget(self.stats.caption)
+        sv.addWidget(self.stats)
+        self._dock("Statistics", stats_box, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self.controls.sigTool.connect(self.plot_view.set_tool)
+        self.plot_view.sigToolFinished.connect(self.controls.release_tools)
+        for widget in (self.plot_view, self.populations):
+            widget.sigError.connect(self.show_error)
+        self._build_menus()
+        self.model.events.current.connect(self._update_actions)
+        self.model.events.gates.connect(self._update_actions)
+        self._update_actions()
+        self.plot_view.refresh()
+        self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
+
+    # ---- layout helpers ---------------------------------------------------
+    def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:
+        box = QtWidgets.QGroupBox(title)
+        lay = QtWidgets.QVBoxLayout(box)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(widget)
+        return box
+
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_menus(self):
+        file_menu = self.menuBar().addMenu("&File")
+        self.act_open = self._action(file_menu, "&Open FCS files...", self.open_dialog, QtGui.QKeySequence.StandardKey.Open)
+        file_menu.addSeparator()
+        self.act_export_fcs = self._action(file_menu, "Export population as &FCS...", self.export_fcs_dialog)
+        self.act_export_csv = self._action(file_menu, "Export statistics as &CSV...", self.export_csv_dialog)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        gate_menu = self.menuBar().addMenu("&Gates")
+        self.act_load_gml = self._action(gate_menu, "&Load Gating-ML...", self.load_gatingml_dialog)
+        self.act_save_gml = self._action(gate_menu, "&Save Gating-ML...", self.save_gatingml_dialog)
+        gate_menu.addSeparator()
+        self.act_clear = self._action(gate_menu, "&Clear all gates", self.model.clear_gates)
+
+    def _action(self, menu, text, slot, shortcut=None) -> QtGui.QAction:
+        act = QtGui.QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(shortcut)
+        act.triggered.connect(lambda *_: self._run(slot))
+        menu.addAction(act)
+        return act
+
+    def _update_actions(self, *_):
+        has_sample = self.model.sample is not None
+        has_gates = self.model.n_gates > 0
+        for act in (self.act_export_fcs, self.act_export_csv):
+            act.setEnabled(has_sample)
+        self.act_save_gml.setEnabled(has_gates)
+        self.act_clear.setEnabled(has_gates)
+        title = "cd7flow viewer"
+        self.setWindowTitle(f"{self.model.sample.name} - {title}" if has_sample else title)
+
+    # ---- errors -----------------------------------------------------------
+    def show_error(self, message: str, title: str = "cd7flow") -> None:
+        self.statusBar().showMessage(message.splitlines()[0] if message else "", 10000)
+        QtWidgets.QMessageBox.critical(self, title, message)
+
+    def _run(self, fn, *args):
+        """Run a user action; a cd7flow error (or an OS error writing a file) becomes a message box."""
+        try:
+            return fn(*args)
+        except CD7FlowError as exc:
+            self.show_error(str(exc))
+        except OSError as exc:
+            self.show_error(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}")
+        return None
+
+    # ---- files ------------------------------------------------------------
+    def open_paths(self, paths) -> int:
+        """Open FCS files; each unreadable file gets one message box naming it. Returns how many opened."""
+        before = len(self.model.samples)
+        errors = self.model.open_files([str(p) for p in paths])
+        for exc in errors:
+            self.show_error(str(exc), "Cannot open FCS file")
+        opened = len(self.model.samples) - before
+        if opened:
+            self.statusBar().showMessage(f"opened {opened} file(s)", 5000)
+        return opened
+
+    def open_dialog(self):
+        paths, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Open FCS files", "", FCS_FILTER)
+        if paths:
+            self.open_paths(paths)
+
+    def _save_name(self, caption: str, suggested: str, filt: str) -> str | None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, caption, suggested, filt)
+        return path or None
+
+    def _population_stem(self) -> str:
+        s = self.model.sample
+        stem = Path(s.name).stem if s else "sample"
+        pop = self.model.selected[-1] if self.model.selected else "all"
+        return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{stem}_{pop}")
+
+    def export_fcs_dialog(self):
+        path = self._save_name("Export population as FCS", self._population_stem() + ".fcs", FCS_FILTER)
+        if path:
+            out = self.model.export_population_fcs(path)
+            self.statusBar().showMessage(f"wrote {out} ({path_str(self.model.selected)})", 8000)
+
+    def export_csv_dialog(self):
+        path = self._save_name("Export statistics as CSV", self._population_stem() + "_stats.csv", "CSV (*.csv)")
+        if path:
+            out = self.model.export_statistics_csv(path)
+            self.statusBar().showMessage(f"wrote {out}", 8000)
+
+    def load_gatingml_dialog(self):
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load Gating-ML", "", GML_FILTER)
+        if path:
+            n = self.model.load_gatingml(path)
+            self.statusBar().showMessage(f"loaded {n} gate(s) from {os.path.basename(path)}", 8000)
+
+    def save_gatingml_dialog(self):
+        path = self._save_name("Save gates as Gating-ML", "gates.xml", GML_FILTER)
+        if path:
+            out = self.model.save_gatingml(path)
+            self.statusBar().showMessage(f"wrote {out}", 8000)
+
+    # ---- drag and drop ----------------------------------------------------
+    def dragEnterEvent(self, ev: QtGui.QDragEnterEvent):
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QtGui.QDropEvent):
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            ev.acceptProposedAction()
+            self.open_paths(paths)

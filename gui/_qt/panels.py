@@ -1,0 +1,185 @@
+"""Side panels observing the model: sample list, population tree, statistics table."""
+from __future__ import annotations
+
+import math
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from cd7flow.errors import CD7FlowError
+from cd7flow.viewmodel import ViewerModel
+
+PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
+
+
+def _pct(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{v:.2f}"
+
+
+class SampleList(QtWidgets.QListWidget):
+    """One row per opened sample; choosing a row makes it current."""
+
+    def __init__(self, model: ViewerModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self._updating = False
+        model.events.samples.connect(self.refresh)
+        model.events.current.connect(self._sync_current)
+        self.currentRowChanged.connect(self._row_changed)
+
+    def refresh(self, *_):
+        self._updating = True
+        try:
+            self.clear()
+            for s in self.model.samples:
+                item = QtWidgets.QListWidgetItem(f"{s.name}  ({s.n_events:,} events)")
+                item.setToolTip(s.path or s.name)
+                self.addItem(item)
+            self.setCurrentRow(self.model.current_index)
+        finally:
+            self._updating = False
+
+    def _sync_current(self, *_):
+        if self.currentRow() != self.model.current_index:
+            self._updating = True
+            self.setCurrentRow(self.model.current_index)
+            self._updating = False
+
+    def _row_changed(self, row: int):
+        if not self._updating and row >= 0 and row != self.model.current_index:
+            self.model.set_current(row)
+
+
+class PopulationTree(QtWidgets.QTreeWidget):
+    """The gating hierarchy with live counts; selecting a population shows only its events."""
+
+    COLUMNS = ("Population", "Events", "% parent", "% total")
+    sigError = QtCore.Signal(str)
+
+    def __init__(self, model: ViewerModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self._updating = False
+        self.setColumnCount(len(self.COLUMNS))
+        self.setHeaderLabels(list(self.COLUMNS))
+        self.header().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.header().setStretchLastSection(False)
+        self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.items: dict[tuple[str, ...], QtWidgets.QTreeWidgetItem] = {}
+        for signal in (model.events.current, model.events.gates):
+            signal.connect(self.refresh)
+        model.events.selection.connect(self._sync_selection)
+        self.itemSelectionChanged.connect(self._selection_changed)
+
+    def refresh(self, *_):
+        self._updating = True
+        try:
+            self.clear()
+            self.items.clear()
+            try:
+                rows = self.model.populations()
+            except CD7FlowError as exc:
+                self.sigError.emit(str(exc))
+                rows = []
+            for row in rows:
+                parent = self.items.get(row.path[:-1]) if row.path else None
+                cells = [row.name, f"{row.count:,}", _pct(row.percent_of_parent), _pct(row.percent_of_total)]
+                item = QtWidgets.QTreeWidgetItem(cells)
+                item.setData(0, PATH_ROLE, row.path)
+                for col in (1, 2, 3):
+                    item.setTextAlignment(col, QtCore.Qt.AlignmentFlag.AlignRight)
+                if row.gate is not None:
+                    item.setToolTip(0, f"{type(row.gate).__name__}: {', '.join(map(str, row.gate.dimensions))}")
+                if parent is None:
+                    self.addTopLevelItem(item)
+                else:
+                    parent.addChild(item)
+                self.items[row.path] = item
+            self.expandAll()
+            for col in (1, 2, 3):
+                self.resizeColumnToContents(col)
+            self._select_item(self.model.selected)
+        finally:
+            self._updating = False
+
+    def count_text(self, path: tuple[str, ...]) -> str:
+        """The count shown for a population (digits only, no separators)."""
+        return self.items[tuple(path)].text(1).replace(",", "")
+
+    def _select_item(self, path) -> None:
+        item = self.items.get(tuple(path))
+        if item is not None:
+            self.setCurrentItem(item)
+
+    def _sync_selection(self, *_):
+        self._updating = True
+        try:
+            self._select_item(self.model.selected)
+        finally:
+            self._updating = False
+
+    def _selection_changed(self):
+        if self._updating:
+            return
+        items = self.selectedItems()
+        if items:
+            path = tuple(items[0].data(0, PATH_ROLE) or ())
+            if path != self.model.selected:
+                self.model.select(path)
+
+    def keyPressEvent(self, ev: QtGui.QKeyEvent):
+        if ev.key() in (QtCore.Qt.Key.Key_Delete, QtCore.Qt.Key.Key_Backspace):
+            self.remove_selected()
+        else:
+            super().keyPressEvent(ev)
+
+    def remove_selected(self):
+        if self.model.selected:
+            try:
+                self.model.remove_population(self.model.selected)
+            except CD7FlowError as exc:
+                self.sigError.emit(str(exc))
+
+
+class StatsTable(QtWidgets.QTableWidget):
+    """Per-channel statistics of the selected population (from ViewerModel.statistics)."""
+
+    COLUMNS = ("channel", "marker", "mean", "median", "geometric_mean", "cv_percent", "robust_cv_percent")
+    HEADERS = ("Channel", "Marker", "Mean", "Median", "Geo. mean", "CV %", "rCV %")
+
+    def __init__(self, model: ViewerModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.setColumnCount(len(self.COLUMNS))
+        self.setHorizontalHeaderLabels(list(self.HEADERS))
+        self.verticalHeader().setVisible(False)
+        self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.caption = QtWidgets.QLabel()
+        for signal in (model.events.current, model.events.gates, model.events.selection, model.events.view):
+            signal.connect(self.refresh)
+
+    def refresh(self, *_):
+        m = self.model
+        try:
+            rows = m.statistics() if m.sample is not None else []
+        except CD7FlowError as exc:
+            self.caption.setText(f"statistics unavailable: {exc}")
+            rows = []
+        self.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, key in enumerate(self.COLUMNS):
+                value = row[key]
+                text = value if isinstance(value, str) else ("-" if not math.isfinite(value) else f"{value:,.4g}")
+                item = QtWidgets.QTableWidgetItem(text)
+                if not isinstance(value, str):
+                    item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+                self.setItem(r, c, item)
+        if rows:
+            first = rows[0]
+            self.caption.setText(
+                f"<b>{first['population']}</b>: {first['count']:,} events, "
+                f"{_pct(first['percent_of_parent'])}% of parent, {_pct(first['percent_of_total'])}% of total"
+                + (" (compensated)" if m.compensated else "")
+            )
+        elif m.sample is None:
+            self.caption.setText("")
+        self.resizeColumnsToContents()

@@ -1,0 +1,39 @@
+"""``cd7flow-gui``: the desktop viewer for FCS files (PySide6 + pyqtgraph).
+
+Usage: ``cd7flow-gui [FILE.fcs ...]``; files given on the command line are opened at start.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def create_window(paths: Sequence[str] = ()):
+    """Build the main window (a QApplication must exist) and open ``paths`` in it."""
+    from ._qt.main_window import MainWindow
+
+    window = MainWindow()
+    if paths:
+        window.open_paths(list(paths))
+    return window
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: start Qt, show the window, run the event loop; returns the exit code."""
+    import pyqtgraph as pg
+    from PySide6 import QtWidgets
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        return 0
+    pg.setConfigOptions(antialias=False, imageAxisOrder="col-major")
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], *[a for a in args if a.startswith("-")]])
+    app.setApplicationName("cd7flow")
+    window = create_window([a for a in args if not a.startswith("-")])
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
