@@ -1,4 +1,4 @@
-"""FlowJo workspace import: FlowJo 10 ``.wsp`` (and FlowJo 9 Mac ``.xml``) -> our gating tree.
+"""FlowJo 10 workspace import (``.wsp``) -> our gating tree (FlowJo 9 ``.xml`` is refused for now).
 
 ``read_flowjo_workspace(path) -> FlowJoWorkspace``. Each :class:`WorkspaceSample`
 carries a :class:`~cd7flow.datasource.GatingStrategy` (tree, transforms,
@@ -566,7 +566,7 @@ class _Everything(Gate):
 
 # ------------------------------------------------------------- entry point --
 def read_flowjo_workspace(path: str | os.PathLike) -> FlowJoWorkspace:
-    """Read a FlowJo 10 workspace (.wsp) or FlowJo 9 Mac workspace (.xml).
+    """Read a FlowJo 10 workspace (.wsp); FlowJo 9 files raise WorkspaceError (not supported yet).
 
     Raises :class:`~cd7flow.errors.WorkspaceError` (naming the file and the
     problem) for unreadable, unsafe or unsupported content.
