@@ -29,6 +29,7 @@ from .sample import Sample
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
+ASSAYS = ("screening", "autogate")
 GATE_METHODS = ("time_clean", "cells", "singlets", "viability", "cd45_ssc", "positive", "lineage")
 SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
@@ -90,7 +91,7 @@ class Protocol:
     markers: dict[str, MarkerSpec]
     scatter: dict[str, tuple[str, ...]]
     gates: list[GateSpec]
-    rule: VerdictRule
+    rule: VerdictRule | None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def section(self, key: str) -> dict[str, Any]:
@@ -231,6 +232,8 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
     if not re.fullmatch(r"\d+(\.\d+){0,2}([-+.][0-9A-Za-z.]+)?", version):
         raise c.fail("protocol.version", f"{version!r} is not a version like '1.0.0'")
     assay = c.string(head, "assay", "protocol.assay")
+    if assay not in ASSAYS:
+        raise c.fail("protocol.assay", f"unknown assay {assay!r} (known: {', '.join(ASSAYS)})")
 
     markers: dict[str, MarkerSpec] = {}
     for mname, spec in c.table(data, "markers").items():
@@ -256,7 +259,9 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
     if comp.get("source", "file") not in ("file", "none"):
         raise c.fail("compensation.source", f"must be 'file' or 'none', got {comp.get('source')!r}")
 
-    transforms = c.table(data, "transforms")
+    transforms = c.table(data, "transforms", required=False) or {
+        "fluorescence": {"kind": "logicle", "t": "range", "w": "auto", "m": 4.5, "a": 0.0}, "ssc": {"kind": "linear"}}
+    data.setdefault("transforms", transforms)
     c.only(transforms, {"fluorescence", "ssc"}, "transforms")
     for key in ("fluorescence", "ssc"):
         spec = c.table(transforms, f"transforms.{key}")
@@ -312,12 +317,14 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
     settings: dict[str, dict[str, Any]] = {}
     if assay == "screening":
         settings = _validate_screening(c, data, markers, populations, gates)
-    verdict = c.table(data, "verdict")
+    rule = None
+    verdict = c.table(data, "verdict", required=assay == "screening")
     c.only(verdict, {"rule", "source"}, "verdict")
-    try:
-        rule = VerdictRule.parse(c.string(verdict, "rule", "verdict.rule"), "rule")
-    except ValueError as exc:
-        raise c.fail("verdict.rule", str(exc)) from None
+    if verdict:
+        try:
+            rule = VerdictRule.parse(c.string(verdict, "rule", "verdict.rule"), "rule")
+        except ValueError as exc:
+            raise c.fail("verdict.rule", str(exc)) from None
     return Protocol(name, version, assay, str(path), sha256, data, markers, scatter, gates, rule, settings)
 
 
@@ -420,6 +427,11 @@ def resolve_markers(sample: Sample, protocol: Protocol) -> tuple[dict[str, str],
             # Some instruments put the marker in $PnN ("CD7-FITC-A") and leave $PnS empty.
             hits = [ch for ch, pns in zip(sample.channels, sample.markers)
                     if not pns and _pns_tokens(re.sub(r"-[AHW]$", "", ch).replace("-", " ")) & wanted]
+        if len(hits) > 1:
+            # BD files label the -A, -H and -W of one detector with the same $PnS: use the area.
+            areas = [ch for ch in hits if ch.upper().endswith("-A")]
+            if len(areas) == 1:
+                hits = areas
         if len(hits) > 1:
             raise ProtocolError(sample.path, f"marker {spec.name} matches several channels "
                                              f"({', '.join(hits)}); map it with markers.{spec.name}.channel")

@@ -37,7 +37,9 @@ class CD45SSCPopulations(AutoGate):
 
     Components that form one mode are merged first (see ``_merge_components``), and dc /
     ds are computed between the merged clusters. Components below ``min_weight`` are
-    left unlabelled. Each population's gate is the
+    left unlabelled, and so are background components, whose CD45 spread exceeds
+    ``background_sd_ratio`` x the median component's (scattered debris and outliers).
+    Each population's gate is the
     convex hull of its events that lie within the ``coverage`` Mahalanobis ellipse of
     their own component.
 
@@ -52,6 +54,7 @@ class CD45SSCPopulations(AutoGate):
     def __init__(self, dimensions=("CD45", "SSC-A"), population: str = "blasts", n_components: int = 8,
                  coverage: float = 0.95, dim_gap: float = 1.0, mono_ssc_gap: float = 1.5,
                  gran_ssc_gap: float = 3.0, negative_merge_gap: float = 3.0, merge_ratio: float = 0.8,
+                 background_sd_ratio: float = 4.0,
                  min_weight: float = 0.005,
                  max_fit_events: int | None = 40_000, random_state: int = 0, gate_id: str | None = None):
         super().__init__(dimensions, gate_id or population)
@@ -65,6 +68,7 @@ class CD45SSCPopulations(AutoGate):
         self.gran_ssc_gap = gran_ssc_gap
         self.negative_merge_gap = negative_merge_gap
         self.merge_ratio = merge_ratio
+        self.background_sd_ratio = background_sd_ratio
         self.min_weight = min_weight
         self.max_fit_events = max_fit_events
         self.random_state = random_state
@@ -134,6 +138,12 @@ class CD45SSCPopulations(AutoGate):
 
     def _label_components(self, gmm: GaussianMixture) -> dict[int, str]:
         usable = [int(k) for k in np.flatnonzero(gmm.weights_ >= self.min_weight)]
+        # A mixture fitted on real events spends a component on scattered background
+        # (debris, outliers) spanning several populations; its hull would swallow them.
+        cd45_sd = np.sqrt(gmm.covariances_[:, 0, 0])
+        wide = cd45_sd > self.background_sd_ratio * np.median(cd45_sd[usable])
+        self.background_components_ = [k for k in usable if wide[k]]
+        usable = [k for k in usable if not wide[k]] or usable
         clusters = self._merge_components(gmm, usable)
         # Moment-matched mean and per-axis variance of each merged cluster.
         means, var = [], []

@@ -101,7 +101,7 @@ class SingletGate(AutoGate):
     gate_id_default = "singlets"
     min_fit_events = 20
 
-    def __init__(self, dimensions=("FSC-A", "FSC-H"), n_mad_low: float = 4.0, n_mad_high: float = 3.0,
+    def __init__(self, dimensions=("FSC-A", "FSC-H"), n_mad_low: float = 6.0, n_mad_high: float = 5.0,
                  gate_id: str | None = None):
         super().__init__(dimensions, gate_id)
         if n_mad_low <= 0 or n_mad_high <= 0:

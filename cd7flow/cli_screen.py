@@ -1,0 +1,115 @@
+"""``cd7flow screen`` (CD7 screening assay) and ``cd7flow autogate`` (a protocol's automated gates)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def screen(
+    files: list[Path] = typer.Argument(..., help="Screening FCS file(s) (or folders, searched for .fcs/.lmd)."),
+    fmo: Path = typer.Option(None, "--fmo", help="FMO tube (CD7 left out) for the separation index RD."),
+    protocol: str = typer.Option("screening", "--protocol", "-p", help="Shipped protocol name or path to a .toml."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: one object per file (an array for several)."),
+    plots: Path = typer.Option(None, "--plots", help="Folder for PNG gating plots (CD45/SSC, CD7 histogram)."),
+) -> None:
+    """Screen blasts for CD7: % CD7+ of blasts (95% Wilson CI), intensity and verdict under the protocol's rule.
+
+    "not_evaluable" (too few blasts, failed QC, marker missing) is an answer, with its reason.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .assays.screening import screen_file
+    from .cli import find_fcs_files
+    from .errors import CD7FlowError
+    from .protocol import load_protocol
+
+    proto = load_protocol(protocol)
+    if proto.assay != "screening":
+        raise CD7FlowError(f"protocol {proto.name} is a {proto.assay!r} protocol, not a screening one")
+    paths = find_fcs_files(files)
+    if not paths:
+        raise CD7FlowError(f"no .fcs or .lmd files found in {', '.join(map(str, files))}")
+    records = [screen_file(p, proto, fmo_path=fmo, plots_dir=plots) for p in paths]
+    if as_json:
+        payload = records[0] if len(records) == 1 else records
+        typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+        return
+    table = Table(title=f"CD7 screening — protocol {proto.name} v{proto.version} (rule: CD7+ blasts {proto.rule.text})")
+    for col in ("file", "events", "viable singlets", "blasts", "blast %", "CD7+ % of blasts (95% CI)",
+                "CD7 MFI blasts", "vs neg ref", "vs pos ref", "RD (FMO)", "intensity", "verdict"):
+        table.add_column(col, justify="left" if col in ("file", "intensity", "verdict") else "right")
+
+    def num(v, fmt="{:.1f}"):
+        return "-" if v is None else fmt.format(v)
+
+    for r in records:
+        ci = r["cd7_pos_ci95"]
+        verdict = {"positive": "[green]positive[/green]", "negative": "[yellow]negative[/yellow]"}.get(
+            r["verdict"], f"[red]not evaluable[/red]: {r['reason']}")
+        table.add_row(
+            r["file"], f"{r['events']:,}", num(r["viable_singlets"], "{:,}"), num(r["blasts"], "{:,}"),
+            num(r["blast_pct"]),
+            "-" if r["cd7_pos_pct"] is None else f"{r['cd7_pos_pct']:.1f} ({ci[0]:.1f}-{ci[1]:.1f})",
+            num(r["cd7_mfi_blasts"], "{:.0f}"),
+            "-" if r["neg_ref_ratio"] is None else f"{r['neg_ref_ratio']:.1f}x (n={r['neg_ref_events']:,})",
+            "-" if r["pos_ref_ratio"] is None else f"{r['pos_ref_ratio']:.2f}x (n={r['pos_ref_events']:,})",
+            num(r["rd_fmo"], "{:.2f}"), r["intensity"] or "-", verdict,
+        )
+    console = Console()
+    console.print(table)
+    for r in records:
+        for note in r.get("notes") or []:
+            console.print(f"[dim]{r['file']}: {note}[/dim]")
+        for p in r.get("plots") or []:
+            console.print(f"[dim]wrote {p}[/dim]")
+
+
+def autogate(
+    file: Path = typer.Argument(..., help="FCS file to gate."),
+    protocol: str = typer.Option("screening", "--protocol", "-p", help="Shipped protocol name or path to a .toml."),
+    membership: Path = typer.Option(None, "--membership", help="Write per-event 0/1 membership here (CSV)."),
+) -> None:
+    """Fit the protocol's automated gates on one file; print counts, optionally write per-event membership.
+
+    The CSV has one 0/1 column per population (header = gate or population id, parents
+    included), one row per event in file order, written atomically. Optional gates that
+    could not be fitted are left out and named.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .assays.screening import NotEvaluable, run_protocol_gates
+    from .errors import CD7FlowError
+    from .io.fcs_read import read_fcs
+    from .membership import write_membership_csv
+    from .protocol import load_protocol
+
+    proto = load_protocol(protocol)
+    sample = read_fcs(file)
+    try:
+        g = run_protocol_gates(sample, proto)
+    except NotEvaluable as exc:
+        raise CD7FlowError(f"{file}: {exc}") from None
+    columns = {k: m for k, m in g.masks.items() if k != "root" and k not in g.skipped}
+    table = Table(title=f"{sample.name}: protocol {proto.name} v{proto.version}")
+    for col in ("population", "events", "% of total"):
+        table.add_column(col, justify="left" if col == "population" else "right")
+    for k, m in columns.items():
+        n = int(m.sum())
+        table.add_row(k, f"{n:,}", f"{100 * n / max(sample.n_events, 1):.2f}")
+    console = Console()
+    console.print(table)
+    for k, why in g.skipped.items():
+        console.print(f"[dim]gate {k} skipped: {why}[/dim]")
+    if membership is not None:
+        write_membership_csv(membership, columns)
+        console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``screen`` and ``autogate`` to the cd7flow CLI."""
+    app.command("screen")(screen)
+    app.command("autogate")(autogate)
