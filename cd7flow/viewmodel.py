@@ -15,10 +15,8 @@ while density plots, histograms, counts and statistics use every event.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +26,10 @@ import numpy as np
 from gating.dimensions import Dimension
 from gating.errors import GatingError as _AnyGatingError
 from gating.gates import Gate, PolygonGate, RectangleGate
+from gating.stats import channel_statistics, population_table, write_table_csv
 from gating.tree import GatingResult, GatingTree
 
+from .datasource import GatingStrategy
 from .errors import CD7FlowError, FileProblem, GatingError
 from .sample import Sample
 
@@ -117,48 +117,15 @@ def _read_fcs(path: Path) -> Sample:
     return read_fcs(path)
 
 
-def make_display_transform(kind: str, top: float):
-    """A display transform with ``apply``/``inverse`` for one channel; ``top`` is T (channel units)."""
-    if kind not in ("logicle", "asinh"):
-        raise CD7FlowError(f"unknown display transform {kind!r}; choose one of {TRANSFORM_KINDS}")
-    try:
-        from . import transforms
-    except ImportError:  # cd7flow.transforms not landed yet: same Gating-ML functions via flowutils
-        return _FlowutilsTransform(kind, top)
+def make_display_transform(kind: str, top: float, transform_id: str | None = None):
+    """A Gating-ML display transform (``apply``/``inverse``) for one channel; ``top`` is T (channel units)."""
+    from .transforms import AsinhTransform, LogicleTransform
+
     if kind == "logicle":
-        return transforms.LogicleTransform(t=top, w=LOGICLE_W, m=LOGICLE_M, a=LOGICLE_A)
-    return transforms.AsinhTransform(t=top, m=ASINH_M, a=ASINH_A)
-
-
-class _FlowutilsTransform:
-    """Gating-ML logicle / fasinh through flowutils, used only until cd7flow.transforms exists."""
-
-    def __init__(self, kind: str, top: float):
-        self.kind, self.t = kind, float(top)
-
-    def _call(self, name: str, x) -> np.ndarray:
-        import flowutils.transforms as fu
-
-        col = np.array(x, dtype=np.float64).reshape(-1, 1)
-        if self.kind == "logicle":
-            fn = getattr(fu, name.replace("X", "logicle"))
-            out = fn(col, [0], t=self.t, m=LOGICLE_M, w=LOGICLE_W, a=LOGICLE_A)
-        else:
-            fn = getattr(fu, name.replace("X", "asinh"))
-            out = fn(col, [0], t=self.t, m=ASINH_M, a=ASINH_A)
-        return np.asarray(out, dtype=np.float64).reshape(np.shape(x))
-
-    def apply(self, x) -> np.ndarray:
-        return self._call("X", x)
-
-    def inverse(self, y) -> np.ndarray:
-        return self._call("X_inverse", y)
-
-
-def _make_source(sample: Sample, transforms: dict):
-    from .datasource import SampleSource
-
-    return SampleSource(sample, transforms=transforms)
+        return LogicleTransform(t=top, w=LOGICLE_W, m=LOGICLE_M, a=LOGICLE_A, id=transform_id)
+    if kind == "asinh":
+        return AsinhTransform(t=top, m=ASINH_M, a=ASINH_A, id=transform_id)
+    raise CD7FlowError(f"unknown display transform {kind!r}; choose one of {TRANSFORM_KINDS}")
 
 
 # ---------------------------------------------------------------- the model
@@ -182,7 +149,11 @@ class ViewerModel:
         self.plot_mode = "density"
         self.selected: PopulationPath = ROOT
         self._gates: list[tuple[Gate, PopulationPath]] = []  # in insertion order, parents first
-        self._transforms: dict[str, object] = {}  # transform id -> object with apply()
+        # What the gates' dimensions refer to (Gating-ML ids): display transforms made here plus
+        # whatever a loaded Gating-ML file defines.
+        self._transforms: dict[str, object] = {}
+        self._compensations: dict[str, object] = {}
+        self._derived: dict[str, object] = {}
         self._sources: dict[int, object] = {}  # id(sample) -> data source (cached columns)
         self._result: GatingResult | None = None
         self._display_index: dict[int, np.ndarray] = {}
@@ -290,7 +261,7 @@ class ViewerModel:
         top = float(f"{top:.6g}")
         tid = f"{kind}_T{top:g}"
         if tid not in self._transforms:
-            self._transforms[tid] = make_display_transform(kind, top)
+            self._transforms[tid] = make_display_transform(kind, top, tid)
             self._sources.clear()  # sources were built with the old transform table
         return tid
 
@@ -305,7 +276,7 @@ class ViewerModel:
         s = self._need_sample()
         src = self._sources.get(id(s))
         if src is None:
-            src = _make_source(s, self._transforms)
+            src = self.strategy().source(s)
             self._sources[id(s)] = src
         return src
 
@@ -381,6 +352,10 @@ class ViewerModel:
     @property
     def n_gates(self) -> int:
         return len(self._gates)
+
+    def strategy(self) -> GatingStrategy:
+        """The gates plus the transforms/compensations they name, as the CLI's ``gate`` command uses them."""
+        return GatingStrategy(self.tree(), dict(self._transforms), dict(self._compensations), dict(self._derived))
 
     def tree(self) -> GatingTree:
         tree = GatingTree()
@@ -533,43 +508,37 @@ class ViewerModel:
         self.events.gates.emit()
 
     # ---- statistics and export --------------------------------------------
+    def _stat_dimensions(self) -> list[Dimension]:
+        """Every channel in channel units (no transform), compensated when compensation is on."""
+        s = self._need_sample()
+        comp = _spill_channels(s) if self.compensated else set()
+        return [Dimension(ch, "FCS" if ch in comp else None, None) for ch in s.channels]
+
     def statistics(self, path: PopulationPath | None = None) -> list[dict[str, object]]:
-        """One row per channel for a population: count, % of parent, % of total, and the
-        mean, median, geometric mean (positive values only), CV and robust CV (percent)
-        of the values in channel units (compensated when compensation is on)."""
+        """One row per channel for a population: count, % of parent, % of total (percent) and
+        gating.stats.channel_statistics (median, mean, sd, geometric_mean, cv, robust_cv; CVs in
+        percent) of the values in channel units, compensated when compensation is on."""
         path = self.selected if path is None else tuple(path)
         s = self._need_sample()
         mask = self.population_mask(path)
-        rows = {r.path: r for r in self.populations()}
-        row = rows[path]
+        row = {r.path: r for r in self.populations()}[path]
         src = self.source()
-        comp_channels = _spill_channels(s) if self.compensated else set()
         out = []
-        for i, ch in enumerate(s.channels):
-            v = np.asarray(src.values(Dimension(ch, "FCS" if ch in comp_channels else None, None)))[mask]
+        for i, dim in enumerate(self._stat_dimensions()):
+            v = np.asarray(src.values(dim))[mask]
             out.append({
-                "population": path_str(path), "channel": ch, "marker": s.markers[i],
+                "population": path_str(path), "channel": dim.channel, "marker": s.markers[i],
                 "count": row.count, "percent_of_parent": row.percent_of_parent,
-                "percent_of_total": row.percent_of_total, **_channel_stats(v),
+                "percent_of_total": row.percent_of_total, **channel_statistics(v),
             })
         return out
 
-    def export_statistics_csv(self, out_path: str | os.PathLike, path: PopulationPath | None = None) -> Path:
-        """Write the statistics of a population to CSV (atomically) and return the path."""
-        rows = self.statistics(path)
-        out = Path(out_path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, out)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return out
+    def export_statistics_csv(self, out_path: str | os.PathLike) -> Path:
+        """Write the tidy statistics table (gating.stats.population_table: every population,
+        every channel) of the current sample to CSV, atomically; returns the path."""
+        table = population_table(self.result(), self._stat_dimensions(), sample=self._need_sample().name)
+        write_table_csv(table, out_path)
+        return Path(out_path)
 
     def export_population_fcs(self, out_path: str | os.PathLike, path: PopulationPath | None = None) -> Path:
         """Write the events of a population (all channels, stored values) to an FCS 3.1 file."""
@@ -585,15 +554,16 @@ class ViewerModel:
         """Replace the gates with those of a Gating-ML 2.0 file; returns the number of gates."""
         from .io.gatingml import read_gatingml
 
-        doc = read_gatingml(path)
-        tree = doc.tree if hasattr(doc, "tree") else doc
-        self._transforms.update(getattr(doc, "transforms", {}) or {})
-        self._sources.clear()
+        strategy = read_gatingml(path)
         gates: list[tuple[Gate, PopulationPath]] = []
-        for pop in tree.populations():
+        for pop in strategy.tree.populations():
             if pop.quadrant_id is not None and any(g is pop.gate for g, _ in gates):
                 continue  # a quadrant gate is added once and yields all its quadrants
             gates.append((pop.gate, pop.parent_path))
+        self._transforms.update(strategy.transforms)
+        self._compensations = dict(strategy.compensations)
+        self._derived = dict(strategy.derived)
+        self._sources.clear()
         self._gates = gates
         self.selected = ROOT
         self._changed()
@@ -601,13 +571,11 @@ class ViewerModel:
         return len(gates)
 
     def save_gatingml(self, path: str | os.PathLike) -> Path:
+        """Write the gates (and the transforms they use) as Gating-ML 2.0, atomically."""
         from .io.gatingml import write_gatingml
 
-        return Path(write_gatingml(path, self.tree(), transforms=self._used_transforms()) or path)
-
-    def _used_transforms(self) -> dict[str, object]:
-        used = {d.transform for g, _ in self._gates for d in g.dimensions if d.transform}
-        return {t: self._transforms[t] for t in used if t in self._transforms}
+        write_gatingml(self.strategy(), path)
+        return Path(path)
 
 
 def _spill_channels(sample: Sample) -> set[str]:
@@ -635,24 +603,3 @@ def _decade_label(v: float) -> str:
 
 
 _SUPERSCRIPT = str.maketrans("0123456789-", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207b")
-
-
-def _channel_stats(v: np.ndarray) -> dict[str, float]:
-    """Mean, median, geometric mean (of positive values), CV and robust CV (percent) of one column."""
-    v = np.asarray(v, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    nan = float("nan")
-    if v.size == 0:
-        return {"mean": nan, "median": nan, "geometric_mean": nan, "cv_percent": nan, "robust_cv_percent": nan}
-    mean = float(v.mean())
-    median = float(np.median(v))
-    pos = v[v > 0]
-    gmean = float(np.exp(np.log(pos).mean())) if pos.size else nan
-    sd = float(v.std(ddof=1)) if v.size > 1 else nan
-    q16, q84 = np.percentile(v, [15.87, 84.13])
-    return {
-        "mean": mean, "median": median, "geometric_mean": gmean,
-        "cv_percent": 100.0 * sd / mean if mean else nan,
-        # rCV = 100 * 0.5 * (P84.13 - P15.87) / median (FlowJo's robust CV)
-        "robust_cv_percent": 100.0 * 0.5 * (q84 - q16) / median if median else nan,
-    }

@@ -143,8 +143,8 @@ class PopulationTree(QtWidgets.QTreeWidget):
 class StatsTable(QtWidgets.QTableWidget):
     """Per-channel statistics of the selected population (from ViewerModel.statistics)."""
 
-    COLUMNS = ("channel", "marker", "mean", "median", "geometric_mean", "cv_percent", "robust_cv_percent")
-    HEADERS = ("Channel", "Marker", "Mean", "Median", "Geo. mean", "CV %", "rCV %")
+    COLUMNS = ("channel", "marker", "median", "mean", "sd", "geometric_mean", "cv", "robust_cv")
+    HEADERS = ("Channel", "Marker", "Median", "Mean", "SD", "Geo. mean", "CV %", "rCV %")
 
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
