@@ -297,9 +297,14 @@ class ViewerModel:
         values = np.array([-d for d in reversed(decades[:3])] + [0.0] + decades)
         positions = np.asarray(transform.apply(values), dtype=float)
         lo, hi = self.axis_range(axis)
-        major = [(float(p), _decade_label(v)) for p, v in zip(positions, values)
-                 if np.isfinite(p) and lo <= p <= hi]
-        return [major, []]
+        major: list[tuple[float, str]] = []
+        # Near zero logicle/asinh squeeze decades together; keep 0 and drop labels that would overlap.
+        min_gap = 0.04 * (hi - lo)
+        order = sorted(zip(positions, values), key=lambda pv: (pv[1] != 0, abs(pv[1])))
+        for p, v in order:
+            if np.isfinite(p) and lo <= p <= hi and all(abs(p - q) >= min_gap for q, _ in major):
+                major.append((float(p), _decade_label(v)))
+        return [sorted(major), []]
 
     def display_index(self) -> np.ndarray:
         """Sorted indices of the events a dot plot draws (seeded subset of at most MAX_DISPLAY_DOTS)."""

@@ -193,7 +193,7 @@ def test_polygon_gate_matches_matplotlib_path(window, fcs_file, raw_events):
     assert path in window.plot_view.rois  # drawn on the plot as an editable ROI
 
 
-def test_gate_drawn_with_the_mouse_tools(window, fcs_file, raw_events):
+def test_gate_drawn_with_the_mouse_tools(window, qtbot, fcs_file, raw_events):
     window.open_paths([fcs_file])
     m = window.model
     m.set_axes(x="FSC-A", y="SSC-A", x_transform="linear", y_transform="linear")
@@ -212,7 +212,7 @@ def test_gate_drawn_with_the_mouse_tools(window, fcs_file, raw_events):
     roi.setPos((60e3, 10e3))  # emits sigRegionChangeFinished
     ref2 = int(((x >= 60e3) & (x < 110e3) & (y >= 10e3) & (y < 30e3)).sum())
     assert ref2 != ref
-    assert m.populations()[1].count == ref2
+    qtbot.waitUntil(lambda: m.populations()[1].count == ref2, timeout=2000)
     assert int(window.populations.count_text(gate_path)) == ref2
 
 

@@ -166,6 +166,7 @@ class MainWindow(QtWidgets.QMainWindow):
         pop_box.layout().addWidget(remove)
         left.addWidget(pop_box)
         left.setSizes([200, 500])
+        left.setMinimumWidth(330)
         left_dock = self._dock("Samples and gates", left, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self.resizeDocks([left_dock], [340], QtCore.Qt.Orientation.Horizontal)
         stats_box = QtWidgets.QWidget()

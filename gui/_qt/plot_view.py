@@ -234,7 +234,9 @@ class PlotView(QtWidgets.QWidget):
             roi.setZValue(50)
             label = pg.TextItem(path[-1], color=pen.color(), anchor=(0, 1))
             label.setParentItem(roi)
-            roi.sigRegionChangeFinished.connect(lambda r, p=path: self._roi_edited(p, r))
+            # deferred: the edit rebuilds every ROI, which must not happen inside the ROI's own drag handler
+            roi.sigRegionChangeFinished.connect(
+                lambda r, p=path: QtCore.QTimer.singleShot(0, lambda: self._roi_edited(p, r)))
             self.plot.addItem(roi)
             self.rois[path] = roi
 
