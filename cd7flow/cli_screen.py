@@ -59,6 +59,8 @@ def screen(
             num(r["rd_fmo"], "{:.2f}"), r["intensity"] or "-", verdict,
         )
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped output: keep one row per file
     console.print(table)
     for r in records:
         for note in r.get("notes") or []:

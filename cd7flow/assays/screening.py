@@ -232,7 +232,7 @@ def _skip(g: GatedSample, spec: GateSpec, why: str) -> None:
     g.masks[spec.id] = g.masks[spec.parent]
     for pop in spec.populations:
         # Pass-through keeps later gates well defined; the population is marked skipped too.
-        g.skipped.setdefault(pop, f"gate {spec.id} skipped: {why}")
+        g.skipped.setdefault(pop, f"population of {spec.id}: {why}")
         g.masks.setdefault(pop, g.masks[spec.parent])
 
 
@@ -500,6 +500,7 @@ def _save_atomic(fig, path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is an ordinary output file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -29,7 +29,9 @@ class CD45SSCPopulations(AutoGate):
     * lymphocytes: the component maximising CD45 - SSC (robustly scaled), plus any
       component with ``dc >= -dim_gap`` and ``ds < mono_ssc_gap``;
     * monocytes: ``dc >= -dim_gap`` and ``ds >= mono_ssc_gap`` (CD45-bright, SSC above lymphocytes);
-    * granulocytes: ``dc < -dim_gap`` and ``ds >= gran_ssc_gap``;
+    * granulocytes: ``dc < -dim_gap`` and ``ds >= gran_ssc_gap``, except that such a cluster
+      lying ``mono_ssc_gap`` below the highest-SSC one on SSC and ``dim_gap`` above it on
+      CD45 is monocytes (monocytes are often slightly CD45-dimmer than lymphocytes);
     * CD45-dim SSC-low (``ds < gran_ssc_gap`` and ``dc < -dim_gap``): grouped from the
       brightest down while neighbours are within ``negative_merge_gap`` on CD45; the
       brightest group is the blasts, any group separated below it is cd45_negative
@@ -169,6 +171,18 @@ class CD45SSCPopulations(AutoGate):
                 names[c] = "granulocytes"
             else:
                 dim.append(c)
+        # Monocytes are often a little dimmer than lymphocytes, so the rules above can call
+        # them granulocytes; granulocytes have the highest SSC, and a "granulocyte" cluster
+        # that is clearly below the top-SSC one on SSC and brighter on CD45 is monocytes.
+        gran = [c for c, name in names.items() if name == "granulocytes"]
+        if len(gran) > 1:
+            top = max(gran, key=lambda c: means[c, 1])
+            for c in gran:
+                if c == top:
+                    continue
+                dc, ds = (means[c] - means[top]) / np.sqrt(var[c] + var[top])
+                if ds <= -self.mono_ssc_gap and dc >= self.dim_gap:
+                    names[c] = "monocytes"
         # CD45-dim/negative SSC-low components, brightest first, are grouped while each is
         # within negative_merge_gap (CD45 separation) of the previous one: one broad blast
         # population often takes several components. The brightest group is the blasts;
