@@ -415,3 +415,45 @@ def test_core_packages_never_import_qt():
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "QT:"
+
+
+def test_real_mouse_drag_and_clicks_draw_gates(window, fcs_file, raw_events):
+    """Mouse events through the Qt viewport (not signals): a dragged rectangle and a clicked polygon."""
+    from matplotlib.path import Path as MplPath
+    from PySide6 import QtCore, QtGui, QtTest
+
+    window.open_paths([fcs_file])
+    m = window.model
+    m.set_axes(x="FSC-A", y="SSC-A", x_transform="linear", y_transform="linear")
+    vb, view = window.plot_view.viewbox, window.plot_view.plot
+    vp = view.viewport()
+    (x0, x1), (y0, y1) = vb.viewRange()
+
+    def at(fx, fy):
+        return view.mapFromScene(vb.mapViewToScene(QtCore.QPointF(x0 + fx * (x1 - x0), y0 + fy * (y1 - y0))))
+
+    window.controls.tool_buttons["rectangle"].setChecked(True)
+    a, b = at(0.3, 0.2), at(0.6, 0.5)
+    QtTest.QTest.mousePress(vp, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, a)
+    for i in range(1, 11):
+        p = QtCore.QPointF(a + (b - a) * (i / 10))
+        QtWidgets.QApplication.sendEvent(vp, QtGui.QMouseEvent(
+            QtCore.QEvent.Type.MouseMove, p, QtCore.QPointF(vp.mapToGlobal(p.toPoint())),
+            QtCore.Qt.MouseButton.NoButton, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier))
+    QtTest.QTest.mouseRelease(vp, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, b)
+    rows = [r for r in m.populations() if r.path]
+    assert len(rows) == 1
+    g = rows[0].gate
+    x, y = raw_events[:, 0], raw_events[:, 1]
+    assert g.mins[0] == pytest.approx(x0 + 0.3 * (x1 - x0), rel=0.02)
+    assert rows[0].count == int(((x >= g.mins[0]) & (x < g.maxs[0]) & (y >= g.mins[1]) & (y < g.maxs[1])).sum()) > 0
+
+    window.controls.tool_buttons["polygon"].setChecked(True)
+    for fx, fy in ((0.2, 0.2), (0.6, 0.25), (0.5, 0.7)):
+        QtTest.QTest.mouseClick(vp, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, at(fx, fy))
+    QtTest.QTest.mouseClick(vp, QtCore.Qt.MouseButton.RightButton, QtCore.Qt.KeyboardModifier.NoModifier, at(0.5, 0.7))
+    rows = [r for r in m.populations() if r.path]
+    assert len(rows) == 2
+    poly = rows[1].gate
+    assert poly.vertices.shape == (3, 2)
+    assert rows[1].count == int(MplPath(poly.vertices).contains_points(raw_events[:, :2]).sum()) > 0
