@@ -189,7 +189,9 @@ def _estimator(spec: GateSpec, dims: list[Dimension]):
         if spec.method == "viability":
             return ViabilityGate(dims[0], gate_id=spec.id, **p)
         if spec.method == "cd45_ssc":
-            return CD45SSCPopulations(dims, population=spec.populations[0], gate_id=spec.populations[0], **p)
+            # "No blasts" is a finding (reported as too few blasts), not a gating failure.
+            return CD45SSCPopulations(dims, population=spec.populations[0], gate_id=spec.populations[0],
+                                      require_population=False, **p)
         if spec.method == "lineage":
             return LineageGate(dims, mode=spec.params.get("mode", "any"), gate_id=spec.id, **p)
     except TypeError as exc:

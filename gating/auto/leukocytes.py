@@ -46,7 +46,9 @@ class CD45SSCPopulations(AutoGate):
     their own component.
 
     ``population`` picks what ``predict`` and ``gate_`` return; ``gates_`` holds every
-    population found and ``predict_populations`` gives all masks.
+    population found and ``predict_populations`` gives all masks. When ``population`` is
+    not found, ``fit`` raises GatingError, or with ``require_population=False`` leaves
+    ``gate_`` None and ``predict`` all False (an answer of "none", e.g. no blasts).
     """
 
     n_dims = 2
@@ -56,7 +58,7 @@ class CD45SSCPopulations(AutoGate):
     def __init__(self, dimensions=("CD45", "SSC-A"), population: str = "blasts", n_components: int = 8,
                  coverage: float = 0.95, dim_gap: float = 1.0, mono_ssc_gap: float = 1.5,
                  gran_ssc_gap: float = 3.0, negative_merge_gap: float = 3.0, merge_ratio: float = 0.8,
-                 background_sd_ratio: float = 4.0,
+                 background_sd_ratio: float = 4.0, require_population: bool = True,
                  min_weight: float = 0.005,
                  max_fit_events: int | None = 40_000, random_state: int = 0, gate_id: str | None = None):
         super().__init__(dimensions, gate_id or population)
@@ -71,6 +73,7 @@ class CD45SSCPopulations(AutoGate):
         self.negative_merge_gap = negative_merge_gap
         self.merge_ratio = merge_ratio
         self.background_sd_ratio = background_sd_ratio
+        self.require_population = require_population
         self.min_weight = min_weight
         self.max_fit_events = max_fit_events
         self.random_state = random_state
@@ -101,7 +104,7 @@ class CD45SSCPopulations(AutoGate):
                     self.vertices_[pop] = convex_hull(X[sel])
                 except GatingError:
                     continue
-        if self.population not in self.vertices_:
+        if self.population not in self.vertices_ and self.require_population:
             found = ", ".join(sorted(self.vertices_)) or "none"
             raise GatingError(
                 f"CD45SSCPopulations ({self.gate_id}): no {self.population} population found on "
@@ -204,7 +207,12 @@ class CD45SSCPopulations(AutoGate):
             pop: PolygonGate(self.gate_id if pop == self.population else pop, self.dimensions, v)
             for pop, v in self.vertices_.items()
         }
-        return self.gates_[self.population]
+        return self.gates_.get(self.population)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        if self._gate is None:  # population absent and not required: nobody is in it
+            return np.zeros(X.shape[0], dtype=bool)
+        return super()._predict(X)
 
     def predict_populations(self, X) -> dict[str, np.ndarray]:
         """Masks of every population found (name -> bool mask)."""
