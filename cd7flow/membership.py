@@ -7,11 +7,11 @@ half-written table. Rows are formatted with numpy in blocks (no per-event Python
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
+from .outputs import atomic_output
 from .errors import CD7FlowError
 
 __all__ = ["write_membership_csv", "membership_columns"]
@@ -55,27 +55,14 @@ def write_membership_csv(path: str | os.PathLike, columns: Mapping[str, np.ndarr
     sep[0, -1] = ord("\n")
     header = (",".join(_csv_field(nm) for nm in names) + "\n").encode("utf-8")
 
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".membership-", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise CD7FlowError(f"{path}: cannot write in {folder}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header)
-            for start in range(0, n, _BLOCK_ROWS):
-                block = table[start:start + _BLOCK_ROWS]
-                out = np.empty((block.shape[0], block.shape[1] * 2), dtype=np.uint8)
-                out[:, 0::2] = block
-                out[:, 1::2] = sep
-                fh.write(out.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(path, "wb") as fh:
+        fh.write(header)
+        for start in range(0, n, _BLOCK_ROWS):
+            block = table[start:start + _BLOCK_ROWS]
+            out = np.empty((block.shape[0], block.shape[1] * 2), dtype=np.uint8)
+            out[:, 0::2] = block
+            out[:, 1::2] = sep
+            fh.write(out.tobytes())
 
 
 def membership_columns(result) -> dict[str, np.ndarray]:

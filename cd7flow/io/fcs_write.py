@@ -23,13 +23,13 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..outputs import atomic_output
 from ..errors import FCSError
 from ..sample import Sample
 
@@ -369,26 +369,9 @@ def _header(text_len: int, data_begin: int, data_end: int) -> bytes:
 
 
 def _atomic_write(out: Path, chunks) -> None:
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise FCSError(out, f"folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise FCSError(out, f"cannot write: {exc.strerror or exc}") from exc
-        raise
+    with atomic_output(out, "wb", error_class=FCSError) as fh:
+        for chunk in chunks:
+            fh.write(chunk)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

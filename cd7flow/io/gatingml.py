@@ -17,9 +17,7 @@ Output is written to a temporary file in the target folder and renamed.
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -41,6 +39,7 @@ from gating.gates import (
 from gating.tree import GatingTree, Population
 
 from ..datasource import GatingStrategy, SpectrumMatrix
+from ..outputs import atomic_output
 from ..errors import GatingError, GatingMLError, TransformError
 from ..transforms import BoundedTransform, Transform, transform_from_spec
 
@@ -526,15 +525,5 @@ def write_gatingml(strategy: GatingStrategy, path: str | os.PathLike) -> None:
     root = _Writer(strategy, path).document()
     ET.indent(root)
     data = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gatingml-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(path, "wb", error_class=GatingMLError) as fh:
+        fh.write(data)

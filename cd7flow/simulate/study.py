@@ -6,13 +6,13 @@ import datetime as dt
 import io
 import json
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..outputs import atomic_output
 from ..errors import SimulationError
 from . import model as M
 from .tube import ClogSpec, TubeSpec, simulate_tube
@@ -189,13 +189,5 @@ def simulate_study(outdir: str | os.PathLike, seed: int = 7) -> dict:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
