@@ -1,4 +1,4 @@
-"""FlowJo 10 workspace import (``.wsp``) -> our gating tree (FlowJo 9 ``.xml`` is refused for now).
+"""FlowJo workspace import -> our gating tree: FlowJo 10 ``.wsp`` here, FlowJo 7-9 XML in :mod:`.flowjo9`.
 
 ``read_flowjo_workspace(path) -> FlowJoWorkspace``. Each :class:`WorkspaceSample`
 carries a :class:`~cd7flow.datasource.GatingStrategy` (tree, transforms,
@@ -566,7 +566,7 @@ class _Everything(Gate):
 
 # ------------------------------------------------------------- entry point --
 def read_flowjo_workspace(path: str | os.PathLike) -> FlowJoWorkspace:
-    """Read a FlowJo 10 workspace (.wsp); FlowJo 9 files raise WorkspaceError (not supported yet).
+    """Read a FlowJo workspace: FlowJo 10 (.wsp) here, FlowJo 7-9 XML via :mod:`cd7flow.io.flowjo9`.
 
     Raises :class:`~cd7flow.errors.WorkspaceError` (naming the file and the
     problem) for unreadable, unsafe or unsupported content.
@@ -576,7 +576,9 @@ def read_flowjo_workspace(path: str | os.PathLike) -> FlowJoWorkspace:
     if _local(root.tag) != "Workspace":
         raise WorkspaceError(path, f"root element is <{_local(root.tag)}>, not a FlowJo <Workspace>")
     if _is_flowjo9(root):
-        raise WorkspaceError(path, "FlowJo 9 workspaces are not supported yet")
+        from .flowjo9 import read_flowjo9
+
+        return read_flowjo9(path, root)
     return _Reader10(path).workspace(root)
 
 
