@@ -73,12 +73,14 @@ def autogate(
     file: Path = typer.Argument(..., help="FCS file to gate."),
     protocol: str = typer.Option("screening", "--protocol", "-p", help="Shipped protocol name or path to a .toml."),
     membership: Path = typer.Option(None, "--membership", help="Write per-event 0/1 membership here (CSV)."),
+    gatingml: Path = typer.Option(None, "--gatingml", help="Write the fitted gates as Gating-ML 2.0 here."),
 ) -> None:
     """Fit the protocol's automated gates on one file; print counts, optionally write per-event membership.
 
     The CSV has one 0/1 column per population (header = gate or population id, parents
     included), one row per event in file order, written atomically. Optional gates that
-    could not be fitted are left out and named.
+    could not be fitted are left out and named. ``--gatingml`` writes the fitted geometry
+    (with its compensation and transforms) so it can be re-applied or edited elsewhere.
     """
     from rich.console import Console
     from rich.table import Table
@@ -109,6 +111,12 @@ def autogate(
     if membership is not None:
         write_membership_csv(membership, columns)
         console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")
+    if gatingml is not None:
+        from .assays.screening import fitted_strategy
+        from .io.gatingml import write_gatingml
+
+        write_gatingml(fitted_strategy(g, proto), gatingml)
+        console.print(f"wrote {gatingml}")
 
 
 def register(app: typer.Typer) -> None:

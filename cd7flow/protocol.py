@@ -310,7 +310,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         if gid in populations:
             raise c.fail(f"{where}.id", f"{gid!r} is defined twice")
         populations.add(gid)
-        if method == "lineage" and isinstance(params.get("reference"), str) and params["reference"] not in populations:
+        if method in ("lineage", "positive") and "reference" in params and params["reference"] not in populations:
             raise c.fail(f"{where}.params.reference", f"{params['reference']!r} is not a population defined above")
         gates.append(GateSpec(gid, method, parent, dims, dict(params), optional, pops))
 

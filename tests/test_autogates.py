@@ -283,3 +283,18 @@ def test_viable_cells_agree_with_diva_live_gate(shared_data):
     g = run_protocol_gates(s, load_protocol("leukocytes"))
     assert g.channels["Viability"] == "APC-Cy7-A"  # found by $PnS 'Viab'
     assert _f1(g.masks["viable"], manual) >= 0.97
+
+
+def test_cells_gate_keeps_lymphocytes_in_a_granulocyte_rich_marrow():
+    """Lymphocytes (about half a granulocyte's FSC) are a small low-FSC peak: not debris."""
+    rng = np.random.default_rng(21)
+    debris = np.abs(np.c_[rng.lognormal(np.log(9000), 0.7, 2000), rng.lognormal(np.log(6000), 0.8, 2000)])
+    lymph = _blob(rng, 4000, 62000, 14000, 7000, 3000)
+    gran = _blob(rng, 30000, 112000, 125000, 14000, 22000)
+    X = np.r_[debris, lymph, gran]
+    est = CellsGate(random_state=0).fit(X)
+    m = est.predict(X)
+    assert est.debris_threshold_ is not None and est.debris_threshold_ < 40000
+    assert m[2000:6000].mean() > 0.97 and m[6000:].mean() > 0.97 and m[:2000].mean() < 0.1
+    no_debris = CellsGate(random_state=0).fit(np.r_[lymph, gran])
+    assert no_debris.debris_threshold_ is None

@@ -87,7 +87,10 @@ def test_verdict_rule_rejects_nonsense(bad):
 @pytest.mark.parametrize("old, new, key, problem", [
     ('rule = "> 30"', 'rule = "about 30"', "verdict.rule", "is not '<op> <percent>'"),
     ("[qc]", "[qc]\nmin_blastz = 3", "qc.min_blastz", "unknown key"),
-    ("percentile = 99.5", "percentile = 100.5", "positivity.percentile", "outside"),
+    ("percentile = 99.5\nmin_reference_events = 100", "percentile = 100.5\nmin_reference_events = 100",
+     "positivity.percentile", "outside"),
+    ('params = { reference = "granulocytes"', 'params = { reference = "granulocytez"', "gates.b_cells.params.reference",
+     "'granulocytez' is not a population defined above"),
     ('method = "cells"', 'method = "magic"', "gates.cells.method", "unknown method 'magic'"),
     ('parent = "cells"', 'parent = "nowhere"', "gates.singlets.parent", "'nowhere' is not a gate defined above"),
     ('dimensions = ["CD34", "CD117", "CD33", "CD3", "CD5"]', 'dimensions = ["CD34", "CD7"]',

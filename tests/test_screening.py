@@ -257,3 +257,20 @@ def test_cli_autogate_membership_csv(demo, tmp_path):
     rec = screen_file(folder / "P02_screening_BM.fcs", "screening")
     assert int(col["blasts_refined"].sum()) == rec["blasts"]
     assert not list(tmp_path.glob(".membership-*"))  # no temporary left behind
+
+
+def test_fitted_gates_export_as_gatingml_and_reapply_identically(demo, tmp_path):
+    from cd7flow.assays.screening import fitted_strategy, run_protocol_gates
+    from cd7flow.io.fcs_read import read_fcs
+    from cd7flow.io.gatingml import read_gatingml, write_gatingml
+
+    folder, _ = demo
+    sample = read_fcs(folder / "P02_screening_BM.fcs")
+    protocol = load_protocol("screening")
+    g = run_protocol_gates(sample, protocol)
+    write_gatingml(fitted_strategy(g, protocol), tmp_path / "fitted.xml")
+    result = read_gatingml(tmp_path / "fitted.xml").apply(sample)
+    names = [k for k in g.masks if k != "root" and k not in g.skipped and g.masks[k].any()]
+    assert {"cells", "singlets", "viable", "blasts", "blasts_refined", "b_cells", "t_nk_cells"} <= set(names)
+    for name in names:
+        assert np.array_equal(result.mask(name), g.masks[name]), name

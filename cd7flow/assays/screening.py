@@ -229,6 +229,34 @@ def run_protocol_gates(sample: Sample, protocol: Protocol) -> GatedSample:
     return g
 
 
+def _fit_positive(g: GatedSample, spec: GateSpec, dims: list[Dimension], keys: list[str], X: np.ndarray,
+                  parent: np.ndarray) -> None:
+    """Positive for any/all of the markers. Each threshold is a percentile of a negative
+    reference population when the protocol names one with enough events (robust when the
+    parent holds only positive cells), else the density valley on the parent's events."""
+    ref_name = spec.params.get("reference")
+    ref_mask = g.masks.get(ref_name) if ref_name else None
+    min_ref = int(spec.params.get("min_reference_events", 50))
+    use_ref = ref_mask is not None and ref_name not in g.skipped and np.count_nonzero(ref_mask) >= min_ref
+    pos, fitted = [], []
+    for j, d in enumerate(dims):
+        if use_ref:
+            est = PercentileThreshold(d, percentile=float(spec.params.get("percentile", 99.5)),
+                                      min_reference_events=min_ref, gate_id=f"{spec.id}_{d.channel}")
+            est.fit(X[ref_mask, j])
+        else:
+            est = DensityThreshold(d, gate_id=f"{spec.id}_{d.channel}")
+            est.fit(X[parent, j])
+            if est.method_ != "valley":
+                raise NotEvaluable(f"no {keys[j]}-positive population (no density valley, no reference)")
+        fitted.append(est)
+        pos.append(est.predict(X[:, j]))
+    own = np.logical_or.reduce(pos) if spec.params.get("mode", "any") == "any" else np.logical_and.reduce(pos)
+    g.estimators[spec.id] = fitted
+    g.marker_positive[spec.id] = own  # the marker test on every event, whatever its parent
+    g.masks[spec.id] = parent & own
+
+
 def _skip(g: GatedSample, spec: GateSpec, why: str) -> None:
     g.skipped[spec.id] = why
     g.masks[spec.id] = g.masks[spec.parent]
@@ -243,20 +271,7 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
     X = np.column_stack([g.source.values(d) for d in dims])
     Xp = X[parent]
     if spec.method == "positive":
-        # Positive for any/all of the markers, each by its own density valley.
-        pos = []
-        fitted = []
-        for j, d in enumerate(dims):
-            est = DensityThreshold(d, gate_id=f"{spec.id}_{d.channel}", **spec.params.get("density", {}))
-            est.fit(Xp[:, j])
-            if est.method_ != "valley":
-                raise NotEvaluable(f"no {keys[j]}-positive population (no density valley)")
-            fitted.append(est)
-            pos.append(est.predict(X[:, j]))
-        own = np.logical_or.reduce(pos) if spec.params.get("mode", "any") == "any" else np.logical_and.reduce(pos)
-        g.estimators[spec.id] = fitted
-        g.marker_positive[spec.id] = own  # the marker test on every event, whatever its parent
-        g.masks[spec.id] = parent & own
+        _fit_positive(g, spec, dims, keys, X, parent)
         return
     est = _estimator(spec, dims)
     if spec.method == "lineage":
@@ -280,6 +295,74 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
         g.masks[spec.id] = parent & np.logical_or.reduce([m for p, m in masks.items() if p != "cd45_negative"])
         return
     g.masks[spec.id] = parent & est.predict(X)
+
+
+def fitted_strategy(g: GatedSample, protocol: Protocol):
+    """The fitted gates as a :class:`~cd7flow.datasource.GatingStrategy` (for Gating-ML export).
+
+    Applying it to the same sample gives the masks of ``g`` population for population:
+    every fitted geometry is added as an ordinary gate under its (effective) parent; a
+    union (several time intervals, "any of" markers, the CD45/SSC leukocytes) is a
+    boolean 'or' over sibling gates that are added with it. Skipped gates are left out
+    and their children hang from the skipped gate's parent.
+    """
+    from gating.gates import BooleanGate
+    from gating.tree import GatingTree
+
+    from ..datasource import GatingStrategy
+
+    tree = GatingTree()
+    path: dict[str, tuple[str, ...]] = {"root": ()}  # population name -> its path in the tree
+
+    def add(gate, parent: str) -> None:
+        tree.add(gate, path[parent] or None)
+        path[gate.id] = path[parent] + (gate.id,)
+
+    def union(gid: str, gates: list, parent: str, operator: str = "or", add_operands: bool = True) -> None:
+        if len(gates) == 1:
+            add(_renamed(gates[0], gid), parent)
+            return
+        if add_operands:
+            for gate in gates:
+                add(gate, parent)
+        add(BooleanGate(gid, operator, [path[parent] + (x.id,) for x in gates]), parent)
+
+    for spec in protocol.gates:
+        if spec.id in g.skipped or spec.parent not in path:
+            # Left out; children of a skipped gate hang from its parent, and a gate whose
+            # parent population was not found at all (e.g. no blasts) is left out with it.
+            if spec.parent in path:
+                path[spec.id] = path[spec.parent]
+                for pop in spec.populations:
+                    path[pop] = path[spec.parent]
+            continue
+        est = g.estimators[spec.id]
+        if spec.method == "time_clean":
+            union(spec.id, est.gates_, spec.parent)
+        elif spec.method == "positive":
+            op = "or" if spec.params.get("mode", "any") == "any" else "and"
+            union(spec.id, [e.gate_ for e in est], spec.parent, op)
+        elif spec.method == "lineage":
+            union(spec.id, est.gates_ if est.mode == "any" else [est.gate_], spec.parent)
+        elif spec.method == "cd45_ssc":
+            pops = [_renamed(x, pop) for pop, x in est.gates_.items()]
+            for gate in pops:
+                add(gate, spec.parent)
+            union(spec.id, [x for x in pops if x.id != "cd45_negative"], spec.parent, add_operands=False)
+        else:
+            add(_renamed(est.gate_, spec.id), spec.parent)
+    transforms = dict(g.source.transforms)
+    return GatingStrategy(tree=tree, transforms=transforms)
+
+
+def _renamed(gate, new_id: str):
+    import copy
+
+    if gate.id == new_id:
+        return gate
+    out = copy.copy(gate)
+    out.id = new_id
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

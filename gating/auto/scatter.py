@@ -12,7 +12,7 @@ from sklearn.mixture import GaussianMixture
 from ..errors import GatingError
 from ..gates import PolygonGate
 from ._base import AutoGate, convex_hull, mahalanobis_sq, subsample
-from .thresholds import DensityThreshold
+from .thresholds import density_1d, find_density_peaks, valley_between
 
 
 class CellsGate(AutoGate):
@@ -20,8 +20,8 @@ class CellsGate(AutoGate):
 
     The mixture (``n_components``) is fitted on robustly scaled (FSC, SSC). Components
     whose mean FSC lies below the debris valley (the density minimum between the
-    low-FSC debris peak and the cell peak on FSC, searched below the FSC median) are
-    debris; the rest are cells. The gate is the convex hull of cell events lying
+    lowest-FSC peak and the next one, when that lowest peak sits below ``debris_fraction``
+    x the FSC of the highest peak) are debris; the rest are cells. The gate is the convex hull of cell events lying
     within the ``coverage`` Mahalanobis ellipse of their own component, and events
     at the top of the scale (saturated, >= ``saturation`` quantile when values pile up
     there) are left out of the fit.
@@ -35,12 +35,14 @@ class CellsGate(AutoGate):
     min_fit_events = 50
 
     def __init__(self, dimensions=("FSC-A", "SSC-A"), n_components: int = 4, coverage: float = 0.99,
-                 max_fit_events: int | None = 30_000, random_state: int = 0, gate_id: str | None = None):
+                 debris_fraction: float = 0.3, max_fit_events: int | None = 30_000, random_state: int = 0,
+                 gate_id: str | None = None):
         super().__init__(dimensions, gate_id)
         if not 0 < coverage < 1:
             raise GatingError(f"CellsGate: coverage must be in (0, 1), got {coverage}")
         self.n_components = n_components
         self.coverage = coverage
+        self.debris_fraction = debris_fraction
         self.max_fit_events = max_fit_events
         self.random_state = random_state
 
@@ -50,10 +52,7 @@ class CellsGate(AutoGate):
         not_saturated = np.all(X < top, axis=1) if np.mean(np.any(X >= top, axis=1)) > 0.001 else slice(None)
         X = subsample(X[not_saturated], self.max_fit_events, self.random_state)
         fsc = X[:, 0]
-        valley = DensityThreshold(self.dimensions[0], search=(float(fsc.min()), float(np.median(fsc))),
-                                  min_peak_height=0.02)
-        valley.fit(fsc)
-        self.debris_threshold_ = valley.threshold_ if valley.method_ == "valley" else None
+        self.debris_threshold_ = self._debris_valley(fsc)
         center = np.median(X, axis=0)
         scale = np.subtract(*np.percentile(X, [90, 10], axis=0))
         scale[scale <= 0] = 1.0
@@ -80,6 +79,23 @@ class CellsGate(AutoGate):
         if core.sum() < 3:
             raise GatingError(f"CellsGate ({self.gate_id}): found no cell population on {self.dimensions}")
         self.vertices_ = convex_hull(X[core])
+
+    def _debris_valley(self, fsc: np.ndarray) -> float | None:
+        """FSC valley after the debris peak, or None when the lowest FSC peak is not debris.
+
+        The lowest-FSC density peak is debris only when it sits below ``debris_fraction`` x
+        the FSC of the highest peak: lymphocytes (about half a granulocyte's FSC) are a
+        small low peak in marrow too, and must not be cut away as debris.
+        """
+        d = density_1d(fsc)
+        peaks = np.sort(find_density_peaks(d, min_height=0.02))
+        if peaks.size < 2:
+            return None
+        main = peaks[np.argmax(d.density[peaks])]
+        low = peaks[0]
+        if low == main or d.grid[low] >= self.debris_fraction * d.grid[main]:
+            return None
+        return valley_between(d, int(low), int(peaks[1]))
 
     def _build_gate(self) -> PolygonGate:
         return PolygonGate(self.gate_id, self.dimensions, self.vertices_)
