@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-GATE_HELP = """Gate one FCS file with a Gating-ML 2.0 file (.xml) or a FlowJo 10 workspace (.wsp).
+GATE_HELP = """Gate one FCS file with a Gating-ML 2.0 file (.xml) or a FlowJo workspace (10 .wsp, or 7-9 XML; told apart from Gating-ML by the root element <Workspace>).
 
 The gates, their transforms and compensation come from --gates; cd7flow evaluates them itself, parents first (FlowJo rectangle and polygon coordinates are mapped onto the display scale the gate was drawn on). For a workspace, --sample picks the sample whose gates are used; the default is the sample whose FCS file name is FILE's name.
 
@@ -17,15 +17,28 @@ Both files are written under a temporary name and renamed, so they are never hal
 """
 
 
-def _is_flowjo(path: Path) -> bool:
-    if path.suffix.lower() == ".wsp":
-        return True
+def _root_element(path: Path) -> str:
+    """Local name of the document's root element, from the first 64 kB ('' if none is found there).
+
+    Skips the XML declaration, comments, processing instructions and the DOCTYPE, so a
+    FlowJo 9 file (``<!DOCTYPE Workspace><Workspace ...>``) and a Gating-ML file whose root
+    is ``<gating:Gating-ML>`` are told apart by what they are, not by a string anywhere.
+    """
+    import re
+
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4096)
+            head = fh.read(65536)
     except OSError:
-        return False
-    return b"<Workspace" in head
+        return ""
+    head = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(\[.*?\])?\s*>", b"", head, flags=re.S)
+    m = re.search(rb"<([A-Za-z_][\w.:-]*)", head)
+    return m.group(1).decode("ascii", "replace").rsplit(":", 1)[-1] if m else ""
+
+
+def _is_flowjo(path: Path) -> bool:
+    """A FlowJo workspace, 10 (.wsp) or 7-9 (XML): its root element is <Workspace>."""
+    return path.suffix.lower() == ".wsp" or _root_element(path) == "Workspace"
 
 
 def load_gating(fcs: Path, gates: Path, sample_name: str | None):
@@ -78,7 +91,7 @@ def check_channels(strategy, sample, gates: Path) -> None:
 
 def gate(
     fcs: Path = typer.Argument(..., help="FCS file to gate.", metavar="FILE"),
-    gates: Path = typer.Option(..., "--gates", "-g", help="Gating-ML 2.0 file (.xml) or FlowJo 10 workspace (.wsp)."),
+    gates: Path = typer.Option(..., "--gates", "-g", help="Gating-ML 2.0 file (.xml) or FlowJo workspace (10 .wsp or 9 .xml)."),
     sample: str = typer.Option(None, "--sample", "-s",
                                help="Workspace sample whose gates to use (default: the one named like FILE)."),
     stats: Path = typer.Option(None, "--stats", help="Write the tidy statistics table here (CSV)."),

@@ -229,3 +229,16 @@ def test_cli_gate_detects_flowjo9_by_root_element(folder: Path, tmp_path: Path):
     text = out.read_text(encoding="utf-8")
     row = next(line for line in text.splitlines() if re.match(r"[^,]*,/Live/APC/mDC,count,", line))
     assert float(row.rsplit(",", 1)[1]) == 449
+
+
+def test_gates_file_kind_is_read_from_the_root_element(folder: Path, tmp_path: Path):
+    from cd7flow.cli_gate import _is_flowjo, _root_element
+
+    assert _root_element(folder / "A2004Analysis.xml") == "Workspace"  # after <?xml?> and <!DOCTYPE>
+    assert _root_element(folder / "diva" / "PE_2.xml") == "bdfacs"
+    tricky = tmp_path / "g.xml"
+    tricky.write_text('<?xml version="1.0"?><!-- exported from a <Workspace> -->\n'
+                      '<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>',
+                      encoding="utf-8")
+    assert _root_element(tricky) == "Gating-ML" and not _is_flowjo(tricky)
+    assert _is_flowjo(folder / "A2004Analysis.xml")
