@@ -51,9 +51,12 @@ class RatioDimension:
     """A derived dimension: Gating-ML ``fratio`` of two channels.
 
     value = A * (numerator - B) / (denominator - C), in the units of the ratio
-    (dimensionless when B and C are 0). A zero denominator gives NaN (undefined:
-    outside every gate). ``bound_min`` / ``bound_max`` clip the result (Gating-ML
-    bounded transformation); NaN stays NaN. A gate uses it through a
+    (dimensionless when B and C are 0). Division follows IEEE 754 as flowCore's
+    ``ratiotGml2`` does (the reference that produced the ISAC compliance results):
+    a non-zero value over a zero denominator is +-inf, 0/0 is NaN (outside every
+    gate). ``bound_min`` / ``bound_max`` clip the result (Gating-ML bounded
+    transformation, max(min(f, boundMax), boundMin)), so an infinite ratio lands on
+    the bound; NaN stays NaN. A gate uses it through a
     ``Dimension(channel=<this id>, compensation, transform)``: the compensation
     applies to both input channels, the transform to the ratio.
     """
@@ -70,9 +73,8 @@ class RatioDimension:
     def compute(self, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         num = np.asarray(numerator, dtype=np.float64)
         den = np.asarray(denominator, dtype=np.float64) - self.C
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = self.A * (num - self.B) / den
-        out[den == 0] = np.nan
         if self.bound_min is not None or self.bound_max is not None:
             out = np.clip(out, self.bound_min, self.bound_max)
         return out

@@ -120,8 +120,15 @@ def test_bounded_flin_clips_into_the_gate(tmp_path):
 
 
 def test_bounded_ratio_and_zero_denominator(tmp_path):
+    # flowCore's ratiotGml2 (which produced the ISAC results) divides as IEEE 754 does:
+    # x/0 = +-inf, which a bound then clips; 0/0 = NaN, outside every gate.
     p = _doc(tmp_path, """
  <transforms:transformation transforms:id="Rat" transforms:boundMax="2">
+  <transforms:fratio transforms:A="2" transforms:B="1" transforms:C="0">
+   <data-type:fcs-dimension data-type:name="N"/><data-type:fcs-dimension data-type:name="D"/>
+  </transforms:fratio>
+ </transforms:transformation>
+ <transforms:transformation transforms:id="Free">
   <transforms:fratio transforms:A="2" transforms:B="1" transforms:C="0">
    <data-type:fcs-dimension data-type:name="N"/><data-type:fcs-dimension data-type:name="D"/>
   </transforms:fratio>
@@ -129,15 +136,23 @@ def test_bounded_ratio_and_zero_denominator(tmp_path):
  <gating:RectangleGate gating:id="R">
   <gating:dimension gating:compensation-ref="uncompensated" gating:min="1" gating:max="2.5">
    <data-type:new-dimension data-type:transformation-ref="Rat"/></gating:dimension>
+ </gating:RectangleGate>
+ <gating:RectangleGate gating:id="Low">
+  <gating:dimension gating:compensation-ref="uncompensated" gating:max="0">
+   <data-type:new-dimension data-type:transformation-ref="Free"/></gating:dimension>
  </gating:RectangleGate>""")
     s = read_gatingml(p)
-    src = s.source(_sample(N=[3, 1, 11, 5], D=[4, 5, 2, 0]))
+    src = s.source(_sample(N=[3, 1, 11, 5, 1, 0], D=[4, 5, 2, 0, 0, 0]))
     from gating.dimensions import Dimension
 
-    # 2*(3-1)/4 = 1, 0, 2*(10)/2 = 10 -> bounded 2, x/0 undefined
+    # 2*(3-1)/4 = 1, 0, 2*10/2 = 10 -> bounded 2, 2*4/0 = +inf -> bounded 2, 0/0, 2*(-1)/0 = -inf (no boundMin)
     vals = src.values(Dimension("Rat"))
-    assert vals[:3].tolist() == [1.0, 0.0, 2.0] and np.isnan(vals[3])
-    assert s.tree.apply(src).mask("R").tolist() == [True, False, True, False]
+    assert vals[[0, 1, 2, 3, 5]].tolist() == [1.0, 0.0, 2.0, 2.0, -np.inf] and np.isnan(vals[4])
+    free = src.values(Dimension("Free"))
+    assert free[3] == np.inf and free[5] == -np.inf and np.isnan(free[4])
+    r = s.tree.apply(src)
+    assert r.mask("R").tolist() == [True, False, True, True, False, False]
+    assert r.mask("Low").tolist() == [False, False, False, False, False, True]
 
 
 def test_non_square_spectrum_matrix_is_least_squares(tmp_path):

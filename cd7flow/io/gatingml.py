@@ -86,6 +86,8 @@ def _kid(el: ET.Element, name: str) -> ET.Element | None:
 class _Reader:
     def __init__(self, path: str):
         self.path = path
+        # (what, transformation id) of every new-dimension, checked once all transformations are read
+        self.new_dimensions: list[tuple[str, str]] = []
 
     def fail(self, problem: str) -> GatingMLError:
         return GatingMLError(self.path, problem)
@@ -177,6 +179,7 @@ class _Reader:
             channel = _attr(fcs, "name")
         elif new is not None and _attr(new, "transformation-ref"):
             channel = _attr(new, "transformation-ref")
+            self.new_dimensions.append((what, channel))
         else:
             raise self.fail(f"{what}: a dimension names neither an fcs-dimension nor a new-dimension")
         return Dimension(channel, comp, xform)
@@ -309,6 +312,12 @@ class _Reader:
             todo = left
 
     def check_references(self, strategy: GatingStrategy) -> None:
+        for what, ref in self.new_dimensions:
+            if ref in strategy.transforms:
+                raise self.fail(f"{what}: new-dimension refers to {ref!r}, a scale transformation; "
+                                "only an fratio defines a new dimension")
+            if ref not in strategy.derived:
+                raise self.fail(f"{what}: new-dimension refers to unknown transformation {ref!r}")
         names = {p.name for p in strategy.tree.populations()}
         for gate in strategy.tree.gates():
             for ref in gate.references:
@@ -316,6 +325,9 @@ class _Reader:
                     raise self.fail(f"boolean gate {gate.id!r} references unknown gate {ref!r}")
             for dim in gate.dimensions:
                 if dim.transform is not None and dim.transform not in strategy.transforms:
+                    if dim.transform in strategy.derived:
+                        raise self.fail(f"gate {gate.id!r}: transformation-ref {dim.transform!r} is an fratio; "
+                                        "a ratio is used as a new-dimension, not as a scale")
                     raise self.fail(f"gate {gate.id!r}: unknown transformation-ref {dim.transform!r}")
                 if dim.compensation not in (None, "FCS") and dim.compensation not in strategy.compensations:
                     raise self.fail(f"gate {gate.id!r}: unknown compensation-ref {dim.compensation!r}")
