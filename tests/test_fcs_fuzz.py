@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cd7flow.errors import FCSError
 from cd7flow.io.fcs_read import list_datasets, read_fcs
-from test_fcs_read import build_fcs, int_keywords, pack_columns
+from test_fcs_read import build_fcs, int_keywords, pack_bits, pack_columns
 
 SEED = 20240607
 CASES_PER_SOURCE = 450
@@ -32,11 +32,12 @@ CORPUS_FILES = [
     "cytoflow/cytoflow/tests/data/module_examples/stabilize.fcs",
     "flowkit/data/noncompliant/data_stop_offset_discrepancy_example.fcs",
 ]
-# Sources: the corpus files above plus one synthetic file.
-N_MUTATION_CASES = CASES_PER_SOURCE * (len(CORPUS_FILES) + 1)
+# Sources: the corpus files above plus three synthetic files (plain, FCS 3.2 mixed types, bit-packed).
+N_MUTATION_CASES = CASES_PER_SOURCE * (len(CORPUS_FILES) + 3)
 
 KEYWORDS = [b"$TOT", b"$PAR", b"$P1B", b"$P2B", b"$BYTEORD", b"$BEGINDATA", b"$ENDDATA", b"$DATATYPE",
-            b"$NEXTDATA", b"$P1R", b"$P1E", b"$P1N", b"$MODE", b"$TIMESTEP", b"$BEGINSTEXT", b"$P2G"]
+            b"$NEXTDATA", b"$P1R", b"$P1E", b"$P1N", b"$MODE", b"$TIMESTEP", b"$BEGINSTEXT", b"$P2G",
+            b"$P1DATATYPE", b"$P2DATATYPE", b"$P1TYPE", b"$P2DISPLAY", b"$P1L", b"$UNSTAINEDCENTERS"]
 GARBAGE = [b"", b" ", b"-1", b"0", b"x", b"*", b"99999999999999999999999", b"1e5", b"2147483648",
            b"18446744073709551616", b"4,3", b"1,2,3,4,5", b"0,0,0", b"nan", b"inf", b"-5,2", b"A", b"D",
            b"C", b"3", b"7", b"\xff\xfe", b"1,,2", b"10,", b"64", b"65", b"12"]
@@ -48,6 +49,26 @@ def _synthetic() -> bytes:
     kw = int_keywords(["FSC-A", "SSC-A", "Time"], [16, 16, 32], [1024, 1024, 4096], tot=40,
                       extra={"$P1E": "4,1", "$P2G": "2", "$TIMESTEP": "0.1"})
     return build_fcs(kw, pack_columns(cols, [2, 2, 4], "1,2,3,4"))
+
+
+def _synthetic_32() -> bytes:
+    """FCS 3.2 with $PnDATATYPE (I16, F32, I32) and $PnTYPE/$PnDISPLAY/$UNSTAINEDCENTERS."""
+    rng = np.random.default_rng(2)
+    rec = np.zeros(30, dtype=[("a", "<u2"), ("b", "<f4"), ("c", "<u4")])
+    rec["a"], rec["b"], rec["c"] = rng.integers(0, 1024, 30), rng.normal(size=30), rng.integers(0, 4096, 30)
+    kw = int_keywords(["FSC-A", "CD7", "Clock"], [16, 32, 32], [1024, 1024, 4096], tot=30, extra={
+        "$P2DATATYPE": "F", "$P3TYPE": "Time", "$P2DISPLAY": "LOG,1,1000", "$P1L": "488",
+        "$UNSTAINEDCENTERS": "1,CD7,3.5", "$TIMESTEP": "0.01", "$P1E": "3,1"})
+    del kw["$MODE"]
+    return build_fcs(kw, rec.tobytes(), version="FCS3.2", header_data="zero")
+
+
+def _synthetic_packed() -> bytes:
+    rng = np.random.default_rng(3)
+    bits = [10, 10, 12]
+    cols = [rng.integers(0, 2**b, 24) for b in bits]
+    kw = int_keywords(["FS", "SS", "FL1"], bits, [1024, 1000, 4096], tot=24, byteord="4,3,2,1")
+    return build_fcs(kw, pack_bits(cols, bits, big_endian=True), version="FCS2.0")
 
 
 def _text_span(raw: bytes) -> tuple[int, int]:
@@ -113,7 +134,7 @@ def _check(raw: bytes, name: str) -> str:
 
 
 def _sources(shared_data):
-    out = [("synthetic.fcs", _synthetic())]
+    out = [("synthetic.fcs", _synthetic()), ("mixed32.fcs", _synthetic_32()), ("packed.fcs", _synthetic_packed())]
     for rel in CORPUS_FILES:
         out.append((rel.rsplit("/", 1)[-1], (shared_data / rel).read_bytes()))
     return out
@@ -138,7 +159,7 @@ def test_mutations_only_raise_fcs_errors(shared_data):
     assert outcomes["ok"] > cases // 10 and outcomes["error"] > cases // 10
 
 
-_key = st.sampled_from([k.decode() for k in KEYWORDS] + ["$P3N", "$CYT", "SPILL", "$PAR", "$TOT"])
+_key = st.sampled_from([k.decode() for k in KEYWORDS] + ["$P3N", "$CYT", "SPILL", "$PAR", "$TOT", "$P3DATATYPE"])
 _value = st.one_of(
     st.sampled_from([g.decode("latin-1") for g in GARBAGE]),
     st.integers(-10, 10**12).map(str),

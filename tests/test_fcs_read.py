@@ -460,12 +460,6 @@ def test_10bit_values_in_16bit_words_are_masked():
     np.testing.assert_array_equal(s.events, np.column_stack(vals))
 
 
-def test_packed_10bit_data_is_unsupported():
-    kw = int_keywords(["FS", "SS"], [10, 10], [1024, 1024], tot=8, byteord="1,2")
-    with pytest.raises(FCSUnsupportedError, match="packed"):
-        read_fcs(build_fcs(kw, b"\0" * 20, version="FCS2.0"))
-
-
 @pytest.mark.parametrize("byteord", ["1,2,3,4", "4,3,2,1"])
 def test_mixed_widths_8_16_24_32(byteord):
     n = 64
@@ -640,3 +634,217 @@ def test_spillover_read_and_bad_matrix_does_not_stop_reading(shared_data):
     with pytest.warns(UserWarning, match="spillover matrix ignored"):
         s = read_fcs(shared_data / bad)  # its $SPILLOVER lists 6 names and no values
     assert s.spillover is None and "spillover_error" in s.extra and s.n_events == 10000
+
+
+# ----------------------------------------------------------------------------------------------
+# Standard completeness: FCS 3.1 / 3.2 rules, each on a file built here byte by byte
+# ----------------------------------------------------------------------------------------------
+def pack_bits(columns: list[np.ndarray], bits: list[int], big_endian: bool) -> bytes:
+    """A continuous bit stream, built with Python integers (independent of the reader's numpy code).
+
+    Little-endian: the stream's bit 0 is the least significant bit of byte 0 and each field
+    starts with its least significant bit. Big-endian: the stream starts at the most
+    significant bit of byte 0 and each field starts with its most significant bit.
+    """
+    n = len(columns[0])
+    total_bits = n * sum(bits)
+    nbytes = (total_bits + 7) // 8
+    if big_endian:
+        text = "".join(format(int(col[e]), f"0{b}b") for e in range(n) for col, b in zip(columns, bits))
+        text += "0" * (8 * nbytes - total_bits)
+        return int(text, 2).to_bytes(nbytes, "big") if text else b""
+    acc, pos = 0, 0
+    for e in range(n):
+        for col, b in zip(columns, bits):
+            acc |= int(col[e]) << pos
+            pos += b
+    return acc.to_bytes(nbytes, "little")
+
+
+@pytest.mark.parametrize("byteord, version", [("1,2,3,4", "FCS3.0"), ("4,3,2,1", "FCS3.0"), ("1,2", "FCS2.0"),
+                                              ("2,1", "FCS2.0")])
+def test_packed_bit_stream_is_unpacked(byteord, version):
+    n = 37  # 37 x 35 bits: the stream ends in the middle of a byte
+    bits = [10, 10, 12, 3]
+    ranges = [1024, 1000, 100, 8]  # 1000 -> 10 bits (no change); 100 -> 7 bits of the 12 stored
+    cols = [RNG.integers(0, 2**b, n, dtype=np.uint64) for b in bits]
+    kw = int_keywords(["FS", "SS", "FL1", "FLAG"], bits, ranges, tot=n, byteord=byteord)
+    raw = build_fcs(kw, pack_bits(cols, bits, big_endian=byteord.startswith(("4", "2"))), version=version)
+    s = read_fcs(raw, preprocess=False)
+    expected = np.column_stack(cols).astype(np.int64)
+    expected[:, 2] &= 127
+    np.testing.assert_array_equal(s.events, expected)
+    assert s.extra["layout"] == "packed"
+    assert any("packed bit stream of 35 bits" in w for w in s.extra["warnings"])
+
+
+def test_packed_fields_up_to_57_bits_and_one_byte_too_long_span():
+    n = 21
+    bits = [57, 5, 33, 1]
+    cols = [RNG.integers(0, 2**b, n, dtype=np.uint64) for b in bits]
+    kw = int_keywords(["A", "B", "C", "D"], bits, [2**b for b in bits], tot=n, byteord="4,3,2,1")
+    data = pack_bits(cols, bits, big_endian=True)
+    raw = build_fcs(kw, data, version="FCS3.0", trailing=b"\0")
+    d0, d1 = int(raw[26:34]), int(raw[34:42])
+    raw = _rewrite_data_offsets(raw, (d0, d1 + 1), (d0, d1 + 1))  # the common "end one past" error
+    s = read_fcs(raw, preprocess=False)
+    assert s.extra["layout"] == "packed"
+    # float64 holds every value below 2**53 exactly; compare the 57-bit column as integers
+    np.testing.assert_array_equal(s.events[:, 1:], np.column_stack(cols[1:]).astype(np.float64))
+    np.testing.assert_array_equal(s.events[:, 0], cols[0].astype(np.float64))
+
+
+def test_packed_with_a_mixed_byte_order_is_refused():
+    bits = [10, 10]
+    cols = [RNG.integers(0, 1024, 8, dtype=np.uint64) for _ in bits]
+    kw = int_keywords(["FS", "SS"], bits, [1024, 1024], tot=8, byteord="3,4,1,2")
+    with pytest.raises(FCSUnsupportedError, match="packed bit stream") as info:
+        read_fcs(build_fcs(kw, pack_bits(cols, bits, False), version="FCS3.0"), name="p.fcs")
+    assert str(info.value).startswith("p.fcs: ")
+
+
+def test_odd_pnb_without_a_matching_span_is_read_as_words_or_rejected():
+    kw = int_keywords(["FS", "SS"], [10, 10], [1024, 1024], tot=8, byteord="1,2")
+    raw = build_fcs(kw, b"\0" * 7, version="FCS2.0")  # neither 32 (words) nor 20 (packed) bytes
+    with pytest.raises(FCSDataError):
+        read_fcs(raw, name="short.fcs")
+
+
+def _mixed_file(byteord="1,2,3,4", version="FCS3.2", datatype="I", n=33, extra=None):
+    """FCS 3.2 mixed columns: I16, F32, D64, I8, I32 (with $PnR masks on the integer ones)."""
+    big = byteord == "4,3,2,1"
+    e = ">" if big else "<"
+    i16 = RNG.integers(0, 2**16, n).astype(np.uint16)
+    f32 = RNG.normal(0, 5000, n).astype(np.float32)
+    d64 = RNG.normal(0, 1e6, n)
+    i8 = RNG.integers(0, 256, n).astype(np.uint8)
+    i32 = RNG.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    rec = np.zeros(n, dtype=[("a", e + "u2"), ("b", e + "f4"), ("c", e + "f8"), ("d", "u1"), ("e", e + "u4")])
+    rec["a"], rec["b"], rec["c"], rec["d"], rec["e"] = i16, f32, d64, i8, i32
+    kw = int_keywords(["FSC-A", "CD7", "Ratio", "Flag", "Time"], [16, 32, 64, 8, 32],
+                      [1000, 1024, 1, 256, 2**32], tot=n, byteord=byteord, datatype=datatype)
+    del kw["$MODE"]  # FCS 3.2 removed $MODE
+    kw.update({"$P1DATATYPE": "I", "$P2DATATYPE": "F", "$P3DATATYPE": "D", "$P4DATATYPE": "I", "$P5DATATYPE": "I",
+               "$CYT": "Synthetic 3.2"})
+    kw.update(extra or {})
+    expected = np.column_stack([i16.astype(np.float64) .astype(np.int64) & 1023, f32.astype(np.float64), d64,
+                                i8.astype(np.float64), i32.astype(np.float64)])
+    return build_fcs(kw, rec.tobytes(), version=version, header_data="zero"), expected
+
+
+@pytest.mark.parametrize("byteord", ["1,2,3,4", "4,3,2,1"])
+@pytest.mark.parametrize("datatype", ["I", "F", "A"])
+def test_pndatatype_mixes_integer_and_float_columns(byteord, datatype):
+    raw, expected = _mixed_file(byteord, datatype=datatype)
+    s = read_fcs(raw, preprocess=False)
+    assert s.events.dtype == np.float64 and s.events.flags.c_contiguous
+    np.testing.assert_array_equal(s.events, expected)  # the F column keeps values above its $PnR (no mask)
+    assert s.extra["column_types"] == ("I", "F", "D", "I", "I")
+    assert s.extra["offsets"]["data_source"] == "TEXT"  # FCS 3.2: HEADER DATA offsets may be 0
+    assert [c["datatype"] for c in s.extra["channel_info"]] == ["I", "F", "D", "I", "I"]
+
+
+def test_pndatatype_float_everywhere_keeps_the_float32_path():
+    values = RNG.normal(size=(12, 2)).astype(np.float32)
+    kw = int_keywords(["A", "B"], [32, 32], [1024, 1024], tot=12, datatype="I",
+                      extra={"$P1DATATYPE": "F", "$P2DATATYPE": "f"})
+    s = read_fcs(build_fcs(kw, values.astype("<f4").tobytes(), version="FCS3.2"), preprocess=False)
+    assert s.events.dtype == np.float32
+    np.testing.assert_array_equal(s.events, values)
+
+
+def test_pndatatype_problems():
+    raw, _ = _mixed_file(extra={"$P3DATATYPE": "Q"})
+    with pytest.raises(FCSTextError, match=r"\$P3DATATYPE"):
+        read_fcs(raw, name="q.fcs")
+    kw = int_keywords(["A", "B"], [8, 8], [256, 256], tot=2, datatype="A", extra={"$P1DATATYPE": "I"})
+    with pytest.raises(FCSUnsupportedError, match="ASCII"):
+        read_fcs(build_fcs(kw, b"1234", version="FCS3.2"))
+    old, expected = _mixed_file(version="FCS3.1")  # honoured, with a warning, outside 3.2
+    s = read_fcs(old, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert any("FCS 3.2 keyword" in w for w in s.extra["warnings"])
+
+
+def test_pndatatype_preprocess_logs_only_integer_columns():
+    n = 16
+    x = RNG.integers(0, 1024, n).astype("<u2")
+    y = RNG.normal(100, 10, n).astype("<f4")
+    rec = np.zeros(n, dtype=[("x", "<u2"), ("y", "<f4")])
+    rec["x"], rec["y"] = x, y
+    kw = int_keywords(["FL1-H", "FL2-A"], [16, 32], [1024, 1024], tot=n, datatype="I",
+                      extra={"$P2DATATYPE": "F", "$P1E": "4,1", "$P2E": "4,1", "$P2G": "2"})
+    s = read_fcs(build_fcs(kw, rec.tobytes(), version="FCS3.2"))
+    np.testing.assert_allclose(s.events[:, 0], 10 ** (4 * x / 1024), rtol=1e-14)
+    np.testing.assert_array_equal(s.events[:, 1], y.astype(np.float64))  # $PnE on F ignored, and not gain-scaled
+    assert any("log decoding applies to integer data only" in w for w in s.extra["warnings"])
+
+
+def test_pnr_masks_use_ceil_log2_bits_and_never_exceed_pnb():
+    n = 50
+    bits = [16, 16, 16, 16, 32]
+    ranges = [1000, 1025, 2**20, 1024.0, 5_000_000]  # 10 bits, 11 bits, > 2**16 (no mask), 10 bits, 23 bits
+    cols = [RNG.integers(0, 2**b, n, dtype=np.uint64) for b in bits]
+    kw = int_keywords([f"C{i}" for i in range(5)], bits, ranges, tot=n)
+    s = read_fcs(build_fcs(kw, pack_columns(cols, [b // 8 for b in bits], "1,2,3,4")), preprocess=False)
+    masks = [1023, 2047, 2**16 - 1, 1023, 2**23 - 1]
+    expected = np.column_stack([c & np.uint64(m) for c, m in zip(cols, masks)]).astype(np.float64)
+    np.testing.assert_array_equal(s.events, expected)
+
+
+def test_64_bit_integers():
+    n = 20
+    cols = [RNG.integers(0, 2**53, n, dtype=np.uint64), RNG.integers(0, 2**63, n, dtype=np.uint64)]
+    kw = int_keywords(["Big", "Masked"], [64, 64], ["18446744073709551616", "1000"], tot=n, byteord="4,3,2,1")
+    s = read_fcs(build_fcs(kw, pack_columns(cols, [8, 8], "4,3,2,1"), version="FCS3.1"), preprocess=False)
+    np.testing.assert_array_equal(s.events[:, 0], cols[0].astype(np.float64))  # exact below 2**53
+    np.testing.assert_array_equal(s.events[:, 1], (cols[1] & np.uint64(1023)).astype(np.float64))
+
+
+def test_time_by_pntype_gain_rules_and_channel_info():
+    n = 25
+    x = RNG.integers(0, 1024, (n, 4))
+    kw = int_keywords(["Clock", "FL1-H", "FSC-A", "SSC-A"], [16] * 4, [1024] * 4, tot=n, extra={
+        "$P1TYPE": "Time", "$P1G": "3", "$TIMESTEP": "0.5",
+        "$P2E": "4,0", "$P2G": "2", "$P2L": "488,405", "$P2V": "550", "$P2DISPLAY": "LOG,1,10000",
+        "$P2TYPE": "Fluorescence", "$P2DET": "PMT3",
+        "$P3G": "-2", "$P4G": "0", "$P4DISPLAY": "weird",
+        "$CYTSN": "SN-42", "$ORIGINALITY": "Original", "$LAST_MODIFIED": "01-JAN-2024 10:00:00",
+    })
+    s = read_fcs(build_fcs(kw, pack_columns([x[:, k] for k in range(4)], [2] * 4, "1,2,3,4"), version="FCS3.2"))
+    np.testing.assert_allclose(s.events[:, 0], x[:, 0] * 0.5, rtol=1e-15)  # time: $TIMESTEP, never $PnG
+    np.testing.assert_allclose(s.events[:, 1], 10 ** (4 * x[:, 1] / 1024), rtol=1e-14)  # log: gain ignored
+    np.testing.assert_array_equal(s.events[:, 2:], x[:, 2:])  # negative and zero gains ignored
+    assert s.extra["time_channel"] == 0
+    w = " | ".join(s.extra["warnings"])
+    assert "on log-scaled FL1-H ignored" in w and "-2 on FSC-A is not a positive gain" in w and "$P4DISPLAY" in w
+    info = s.extra["channel_info"][1]
+    assert info["excitation_wavelengths_nm"] == (488.0, 405.0) and info["detector_voltage_v"] == 550.0
+    assert info["display"] == ("LOG", 1.0, 10000.0) and info["type"] == "Fluorescence" and info["detector"] == "PMT3"
+    assert info["amplification"] == (4.0, 0.0) and info["gain"] == 2.0 and info["range"] == 1024.0
+    assert "display" not in s.extra["channel_info"][3]
+    assert s.metadata["$cytsn"] == "SN-42" and s.metadata["$ORIGINALITY"] == "Original"
+
+
+def test_unstained_centers():
+    raw, _ = _simple(extra={"$UNSTAINEDCENTERS": "2,FSC-A,SSC-A,12.5,-3"})
+    assert read_fcs(raw).extra["unstained_centers"] == {"FSC-A": 12.5, "SSC-A": -3.0}
+    for bad in ("2,FSC-A,12.5", "1,Nope,3", "x", "1,FSC-A,abc"):
+        s = read_fcs(_simple(extra={"$UNSTAINEDCENTERS": bad})[0])
+        assert "unstained_centers" not in s.extra
+        assert any("$UNSTAINEDCENTERS" in w for w in s.extra["warnings"])
+
+
+def test_analysis_segment_and_mode_absent_in_32():
+    raw, expected = _simple(version="FCS3.2", extra={"$BEGINANALYSIS": "5", "$ENDANALYSIS": "999999"},
+                            trailing=b"garbage analysis")
+    raw = raw.replace(b"/$MODE/L", b"/$CYT/L_")  # drop $MODE, keep the TEXT length
+    s = read_fcs(raw, preprocess=False)
+    np.testing.assert_array_equal(s.events, expected)
+    assert "$MODE" not in s.metadata
+
+
+def test_histogram_mode_is_unsupported():
+    raw, _ = _simple(extra={"$MODE": "C"})
+    with pytest.raises(FCSUnsupportedError, match="list mode"):
+        read_fcs(raw)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import warnings as _warnings
 from dataclasses import dataclass
@@ -47,8 +48,11 @@ import numpy as np
 from ..errors import CompensationError, FCSError, FCSTextError, FCSUnsupportedError
 from ..sample import CaseInsensitiveDict, Sample
 from . import fcs_data
-from .fcs_channels import bit_mask, channel_layout, preprocess_events, unique_names
-from .fcs_offsets import locate_data, odd_widths
+from .fcs_channels import (
+    bit_mask, channel_info, channel_layout, column_types, preprocess_events, time_channel, unique_names,
+    unstained_centers,
+)
+from .fcs_offsets import locate_data, odd_layout
 from .fcs_text import ParsedDataSet, is_uint, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase]
@@ -268,11 +272,9 @@ def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preproces
     datatype = (p.get("$DATATYPE") or "").strip().upper()
     if not datatype:
         raise FCSTextError(where, "required keyword $DATATYPE is missing from TEXT")
-    if datatype == "A":
-        raise FCSUnsupportedError(where, "$DATATYPE A (ASCII data) is not supported")
-    if datatype not in ("I", "F", "D"):
+    if datatype not in ("I", "F", "D", "A"):
         raise FCSTextError(where, f"$DATATYPE {datatype[:10]!r} is not one of I, F, D, A")
-    mode = (p.get("$MODE") or "L").strip().upper()
+    mode = (p.get("$MODE") or "L").strip().upper()  # FCS 3.2 dropped $MODE: absent means list mode
     if mode not in ("L", ""):
         raise FCSUnsupportedError(where, f"$MODE {mode[:10]!r} (histogram data) is not supported; only list mode (L)")
     par = parse_int_keyword(p.text, p.upper, "$PAR", where)
@@ -281,29 +283,43 @@ def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preproces
     tot = parse_int_keyword(p.text, p.upper, "$TOT", where, required=p.header.version != "FCS2.0")
     if tot is not None and tot < 0:
         raise FCSTextError(where, f"$TOT is {tot}")
+    kinds = column_types(p, par, datatype, where)
+    if "A" in kinds:
+        raise FCSUnsupportedError(where, "$DATATYPE A (ASCII data) is not supported")
     order = fcs_data.parse_byteord(p.get("$BYTEORD") or "1,2,3,4", where)
     if p.get("$BYTEORD") is None:
         p.warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
-    bits, ranges, names, markers, pne, png = channel_layout(p, par, datatype, where)
+    bits, ranges, names, markers, pne, png = channel_layout(p, par, kinds, where)
 
-    if datatype == "I":
-        widths = [b // 8 for b in bits]
-        if any(b % 8 for b in bits):
-            widths = odd_widths(p, bits, tot, size, where)
-        masks = [bit_mask(8 * w if b % 8 else b, r) for w, b, r in zip(widths, bits, ranges)]
-    else:
-        nbytes = 4 if datatype == "F" else 8
-        for n, b in enumerate(bits, 1):
-            if b is not None and b != 8 * nbytes:
-                p.warnings.append(f"$P{n}B is {b} for $DATATYPE {datatype}; read {8 * nbytes}-bit values")
-                break
-        widths = [nbytes] * par
-    bpe = sum(widths)
-    start, tot = locate_data(p, size, bpe, tot, where)
+    widths = []
+    for n, (kind, b) in enumerate(zip(kinds, bits), 1):
+        if kind == "I":
+            widths.append(b // 8)
+            continue
+        nbytes = 4 if kind == "F" else 8
+        if b is not None and b != 8 * nbytes:
+            p.warnings.append(f"$P{n}B is {b} for a type {kind} column; read {8 * nbytes}-bit values")
+        widths.append(nbytes)
+    layout = "bytes"
+    if any(k == "I" and b % 8 for k, b in zip(kinds, bits)):
+        layout, widths = odd_layout(p, bits, kinds, widths, tot)
+    masks = [None] * par
+    for j, (kind, b, r) in enumerate(zip(kinds, bits, ranges)):
+        if kind == "I":
+            field = b if layout == "packed" or b % 8 == 0 else 8 * widths[j]
+            masks[j] = bit_mask(field, r)
+            if masks[j] is None and field != b and not math.isfinite(r):
+                masks[j] = (1 << b) - 1  # a $PnB-bit value in a wider word, and no $PnR to say more
+    bits_per_event = sum(bits) if layout == "packed" else 8 * sum(widths)
+    start, tot = locate_data(p, size, bits_per_event, tot, where)
     begin = p.base + start
-    fcs_data.check_fits(size, begin, tot * bpe, where, f"{tot:,} events x {bpe} bytes")
+    fcs_data.check_fits(size, begin, (tot * bits_per_event + 7) // 8, where, f"{tot:,} events x {bits_per_event} bits")
 
-    if datatype == "I":
+    if layout == "packed":
+        events = fcs_data.decode_packed(buf, begin, tot, bits, masks, order, where)
+    elif len(set(kinds)) > 1:
+        events = fcs_data.decode_mixed(buf, begin, tot, kinds, widths, masks, order, where)
+    elif kinds[0] == "I":
         events = fcs_data.decode_integers(buf, begin, tot, widths, masks, order, where)
     else:
         events = fcs_data.decode_floats(buf, begin, tot, par, widths[0], order, where)
@@ -311,19 +327,26 @@ def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preproces
     original_names = list(names)
     channels = unique_names(names, p)
     if preprocess:
-        preprocess_events(events, p, datatype, channels, ranges, pne, png)
+        preprocess_events(events, p, kinds, channels, ranges, pne, png)
 
     metadata = CaseInsensitiveDict(p.text)
     extra: dict[str, object] = {
         "version": p.header.version,
         "offsets": dict(p.offsets),
         "datatype": datatype,
+        "column_types": tuple(kinds),
+        "layout": layout,
+        "channel_info": channel_info(p, par, kinds, bits, ranges, pne, png),
+        "time_channel": time_channel(p, channels),
         "byteord": p.get("$BYTEORD"),
         "warnings": p.warnings,
         "preprocessed": preprocess,
     }
     if original_names != channels:
         extra["original_channels"] = tuple(original_names)
+    centers = unstained_centers(p, channels, where)
+    if centers is not None:
+        extra["unstained_centers"] = centers
     sample = FileSample(
         events=events,
         channels=tuple(channels),
