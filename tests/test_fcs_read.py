@@ -848,3 +848,17 @@ def test_histogram_mode_is_unsupported():
     raw, _ = _simple(extra={"$MODE": "C"})
     with pytest.raises(FCSUnsupportedError, match="list mode"):
         read_fcs(raw)
+
+
+def test_mixed_32_file_round_trips_through_the_writer(tmp_path):
+    """write_fcs must not copy $PnDATATYPE into its all-float32 FCS 3.1 output."""
+    from cd7flow.io.fcs_write import write_fcs
+
+    raw, expected = _mixed_file()
+    s = read_fcs(raw, name="mixed.fcs")
+    out = write_fcs(tmp_path / "out.fcs", s)
+    back = read_fcs(out)
+    assert not any(k.upper().endswith("DATATYPE") and k.upper() != "$DATATYPE" for k in back.metadata)
+    assert back.extra["version"] == "FCS3.1" and back.extra["column_types"] == ("F",) * 5
+    np.testing.assert_array_equal(back.events, expected.astype(np.float32))
+    assert back.metadata["$CYT"] == "Synthetic 3.2"

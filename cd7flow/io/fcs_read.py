@@ -24,9 +24,23 @@ TEXT keywords are optional extras). Ranks 2 and 3, and a disagreement between
 HEADER and TEXT, are recorded in ``sample.extra["warnings"]``. If no candidate
 fits, the file is rejected with the declared and available sizes.
 
-When $PnB is not a multiple of 8 (Beckman FC500 writes $PnB=10), the values
-are read as 16-bit words if a candidate span matches that layout; packed
-bit fields are not supported.
+When an integer $PnB is not a multiple of 8, the DATA span decides between
+two layouts: each value in its own 8/16/32/64-bit word (Beckman FC500 writes
+$PnB=10 in 16-bit words), or one continuous bit stream of $PnB-bit fields,
+which is what FCS 2.0/3.0 describe ("a continuous bit stream with no
+delimiters"; FCS 3.2 deprecates widths that are not multiples of 8). Packed
+streams are unpacked with vectorised shifts (:func:`fcs_data.decode_packed`;
+bit order follows $BYTEORD). ``sample.extra["layout"]`` says which was used.
+
+Column types (FCS 3.2): $PnDATATYPE (I, F or D) overrides $DATATYPE per
+column, so a data set may mix integer and float columns of different widths.
+Events are float32 only when every column is F, else float64 (exact for every
+integer up to 2**53 and for float32). $MODE may be absent (FCS 3.2 removed it;
+list mode is assumed), and $BEGINANALYSIS/$ENDANALYSIS are never read.
+``sample.extra`` also carries ``column_types``, ``channel_info`` (one dict per
+channel: $PnL wavelengths, $PnV, $PnTYPE, $PnDISPLAY...), ``time_channel``
+(index or None) and, when present and valid, ``unstained_centers``
+(FCS 3.2 $UNSTAINEDCENTERS as {$PnN: value}).
 
 Preprocessing (``preprocess=True``: $PnE log decoding, $PnG gain, $TIMESTEP) is
 described in :mod:`cd7flow.io.fcs_channels`. Modules: ``fcs_text`` (HEADER,
@@ -210,7 +224,7 @@ def read_fcs(path: Source, *, dataset: int = 0, preprocess: bool = True, name: s
 
     ``path`` is a file path, or bytes/bytearray/memoryview/BytesIO (then ``name``,
     if given, is used as the path in messages and on the Sample). Events are
-    float32 for $DATATYPE F, float64 for I and D; see the module docstring for
+    float32 when every column is F ($DATATYPE or FCS 3.2 $PnDATATYPE), else float64; see the module docstring for
     ``preprocess``. Raises an FCSError subclass for anything unreadable.
     """
     buf, where, _keep = _open_buffer(path, name)

@@ -49,8 +49,10 @@ _SPILL_KEYWORDS = {"$SPILLOVER", "SPILLOVER", "SPILL", "$SPILL", "$COMP", "$COMP
 _PARAM_KEY = re.compile(r"^\$P(\d+)([A-Z]+)$", re.IGNORECASE)
 _DROP_SOURCE_KEY = re.compile(r"^(\$DFC\d+TO\d+|\$CS.*|\$PK\d+|\$PKN\d+|CD7FLOW_.*)$", re.IGNORECASE)
 # Per-parameter keywords we always write ourselves; $PnG is dropped too when the reader
-# already divided the gain out (Sample.extra["preprocessed"]).
-_PARAM_OWN = {"B", "E", "N", "R", "S", "G"}
+# already divided the gain out (Sample.extra["preprocessed"]). FCS 3.2 $PnDATATYPE is
+# layout: copied from a mixed-type source it would tell a reader our float32 columns are
+# integers.
+_PARAM_OWN = {"B", "E", "N", "R", "S", "G", "DATATYPE"}
 
 
 def write_fcs(
