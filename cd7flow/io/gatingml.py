@@ -10,6 +10,11 @@ flin, flog, fasinh, logicle, hyperlog and fratio, each optionally bounded with
 ``spectrumMatrix`` (fluorochromes x detectors, non-square unmixing by least
 squares, ``matrix-inverted-already``). Gates are evaluated by :mod:`gating`.
 
+All five files of the official ISAC Gating-ML 2.0 compliance suite (gatingMLData
+gates1-5.xml: 189 gates and quadrants) read and evaluate; set 1 matches the published
+per-event results on data1.fcs. Semantics follow flowCore, which produced those results:
+bounds clip (max(min(f, boundMax), boundMin)), fratio divides as IEEE 754 (x/0 = +-inf).
+
 The XML is parsed with defusedxml: DTD entities (billion-laughs bombs) and external
 entities are refused with a :class:`~cd7flow.errors.GatingMLError` naming the file.
 Output is written to a temporary file in the target folder and renamed.
