@@ -519,10 +519,32 @@ def test_duplicate_pnn_made_unique():
     assert s.metadata["$P2N"] == "FL1"
 
 
-def test_ascii_datatype_is_unsupported():
-    kw = int_keywords(["A"], [8], [1024], tot=1, datatype="A")
-    with pytest.raises(FCSUnsupportedError, match="ASCII"):
-        read_fcs(build_fcs(kw, b"12345678"), name="ascii.fcs")
+def test_ascii_fixed_width_data():
+    """$DATATYPE A, $PnB = characters per value (deprecated in FCS 3.1 but readable)."""
+    kw = int_keywords(["A", "B", "C"], [4, 6, 3], [10000, 1000000, 1024], tot=3, datatype="A",
+                      extra={"$P3E": "3,1"})
+    data = b"0012" + b"  4567" + b"512" + b"9999" + b"000000" + b"  0" + b"   7" + b"      " + b"999"
+    s = read_fcs(build_fcs(kw, data, version="FCS3.0"), preprocess=False)
+    np.testing.assert_array_equal(s.events, [[12, 4567, 512], [9999, 0, 0], [7, 0, 999]])
+    assert s.extra["layout"] == "ascii" and s.events.dtype == np.float64
+    pre = read_fcs(build_fcs(kw, data, version="FCS3.0"))  # ASCII values are integers: log decoded
+    np.testing.assert_allclose(pre.events[:, 2], 10 ** (3 * np.array([512, 0, 999]) / 1024), rtol=1e-14)
+    with pytest.raises(FCSDataError, match="not a digit"):
+        read_fcs(build_fcs(kw, data.replace(b"9999", b"9x99"), version="FCS3.0"), name="a.fcs")
+
+
+def test_ascii_free_format_data():
+    kw = int_keywords(["A", "B"], ["*", "*"], [1024, 1024], tot=3, datatype="A")
+    data = b"12,7\t 3\r\n\n0 1023,,5\n"
+    s = read_fcs(build_fcs(kw, data, version="FCS2.0"), preprocess=False)
+    np.testing.assert_array_equal(s.events, [[12, 7], [3, 0], [1023, 5]])
+    with pytest.raises(FCSDataError, match="holds 5 values"):
+        read_fcs(build_fcs(kw, b"1 2 3 4 5", version="FCS2.0"))
+    with pytest.raises(FCSDataError, match="not a number"):
+        read_fcs(build_fcs(kw, b"1 2 3 4 5 x", version="FCS2.0"))
+    mixed = int_keywords(["A", "B"], ["*", "4"], [1024, 1024], tot=1, datatype="A")
+    with pytest.raises(FCSUnsupportedError, match=r"\$PnB \*"):
+        read_fcs(build_fcs(mixed, b"1 2", version="FCS2.0"))
 
 
 def test_oversize_tot_rejected_before_allocation():

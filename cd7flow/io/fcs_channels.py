@@ -212,7 +212,7 @@ def preprocess_events(events: np.ndarray, p: ParsedDataSet, kinds: list[str], ch
     """In place: log decoding (integer columns), gain division (linear channels), time x $TIMESTEP."""
     time_idx = time_channel(p, channels)
     for j, ((f1, f2), gain) in enumerate(zip(pne, png)):
-        if kinds[j] == "I" and f1 > 0:
+        if kinds[j] in ("I", "A") and f1 > 0:  # ASCII values are integers too
             r = ranges[j]
             if not math.isfinite(r) or r <= 0:
                 p.warnings.append(f"channel {channels[j]} is log-scaled but $PnR is unusable; left undecoded")

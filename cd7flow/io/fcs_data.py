@@ -205,6 +205,46 @@ def decode_packed(
     return out
 
 
+def decode_ascii_fixed(buf: np.ndarray, start: int, n_events: int, widths: list[int], where) -> np.ndarray:
+    """$DATATYPE A with fixed $PnB characters per value (FCS 3.1: deprecated) as float64 n x p.
+
+    Each field holds decimal digits, optionally padded with blanks; an all-blank field is 0.
+    """
+    stride = sum(widths)
+    block = np.ndarray(shape=(n_events, stride), dtype=np.uint8, buffer=buf, offset=start) if n_events else \
+        np.empty((0, stride), dtype=np.uint8)
+    ok = ((block >= 48) & (block <= 57)) | (block == 32)
+    if not ok.all():
+        row, col = (int(v[0]) for v in np.nonzero(~ok))
+        raise FCSDataError(where, f"ASCII DATA holds byte {int(block[row, col])!r} (not a digit) in event {row + 1}")
+    out = np.empty((n_events, len(widths)), dtype=np.float64)
+    pos = 0
+    for j, w in enumerate(widths):
+        field = np.array(block[:, pos : pos + w])
+        field[(field == 32).all(axis=1), w - 1] = 48
+        out[:, j] = field.view(f"S{w}").reshape(n_events).astype(np.float64)
+        pos += w
+    return out
+
+
+_ASCII_SEPARATORS = bytes.maketrans(b",\t\r\n", b"    ")
+
+
+def decode_ascii_free(raw: bytes, n_events: int | None, n_par: int, where) -> np.ndarray:
+    """$DATATYPE A with $PnB * : values separated by blank, tab, comma, CR or LF (runs count once)."""
+    tokens = raw.translate(_ASCII_SEPARATORS).split()
+    if n_events is None:
+        n_events = len(tokens) // n_par
+    need = n_events * n_par
+    if len(tokens) < need:
+        raise FCSDataError(where, f"free-format ASCII DATA holds {len(tokens):,} values; $TOT x $PAR needs {need:,}")
+    try:
+        values = np.array(tokens[:need], dtype=np.float64)
+    except ValueError:
+        raise FCSDataError(where, "free-format ASCII DATA holds a value that is not a number") from None
+    return values.reshape(n_events, n_par)
+
+
 def check_fits(buf_size: int, start: int, nbytes: int, where: str | None, what: str) -> None:
     if start < 0 or start + nbytes > buf_size:
         raise FCSDataError(

@@ -66,7 +66,7 @@ from .fcs_channels import (
     bit_mask, channel_info, channel_layout, column_types, preprocess_events, time_channel, unique_names,
     unstained_centers,
 )
-from .fcs_offsets import locate_data, odd_layout
+from .fcs_offsets import data_candidates, locate_data, odd_layout
 from .fcs_text import ParsedDataSet, is_uint, merge_pairs, parse_header, parse_int_keyword, parse_text_segment
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, io.IOBase]
@@ -298,13 +298,16 @@ def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preproces
     if tot is not None and tot < 0:
         raise FCSTextError(where, f"$TOT is {tot}")
     kinds = column_types(p, par, datatype, where)
-    if "A" in kinds:
-        raise FCSUnsupportedError(where, "$DATATYPE A (ASCII data) is not supported")
+    if "A" in kinds and len(set(kinds)) > 1:
+        raise FCSUnsupportedError(where, "ASCII columns mixed with binary ones ($DATATYPE A + $PnDATATYPE) are not supported")
     order = fcs_data.parse_byteord(p.get("$BYTEORD") or "1,2,3,4", where)
     if p.get("$BYTEORD") is None:
         p.warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
     bits, ranges, names, markers, pne, png = channel_layout(p, par, kinds, where)
 
+    if kinds[0] == "A":
+        return _finish(p, *_read_ascii(buf, p, tot, par, bits, where), kinds, "ascii",
+                       (bits, ranges, names, markers, pne, png), where, preprocess)
     widths = []
     for n, (kind, b) in enumerate(zip(kinds, bits), 1):
         if kind == "I":
@@ -338,6 +341,35 @@ def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preproces
     else:
         events = fcs_data.decode_floats(buf, begin, tot, par, widths[0], order, where)
 
+    return _finish(p, events, tot, kinds, layout, (bits, ranges, names, markers, pne, png), where, preprocess)
+
+
+def _read_ascii(buf: np.ndarray, p: ParsedDataSet, tot: int | None, par: int, bits, where) -> tuple[np.ndarray, int]:
+    """$DATATYPE A (deprecated since FCS 3.1): fixed-width ($PnB characters) or free format ($PnB *)."""
+    size = int(buf.shape[0])
+    if all(b is not None for b in bits):
+        if any(b < 1 for b in bits):
+            raise FCSTextError(where, f"$PnB {bits} gives an ASCII field of no characters")
+        start, tot = locate_data(p, size, 8 * sum(bits), tot, where)
+        fcs_data.check_fits(size, p.base + start, tot * sum(bits), where, f"{tot:,} events x {sum(bits)} characters")
+        return fcs_data.decode_ascii_fixed(buf, p.base + start, tot, list(bits), where), tot
+    if any(b is not None for b in bits):
+        raise FCSUnsupportedError(where, "ASCII DATA mixing fixed widths and $PnB * is not supported")
+    room = size - p.base
+    spans = [(s, e) for _, s, e in data_candidates(p, where) if e >= s and e < room]
+    if not spans:
+        raise FCSDataError(where, "free-format ASCII DATA: no DATA offsets that lie inside the file")
+    s0, e0 = spans[0]
+    p.offsets["data"] = (s0, e0)
+    events = fcs_data.decode_ascii_free(bytes(buf[p.base + s0 : p.base + e0 + 1]), tot, par, where)
+    return events, events.shape[0]
+
+
+def _finish(p: ParsedDataSet, events: np.ndarray, tot: int, kinds, layout: str, per_channel, where, preprocess):
+    """Names, preprocessing, metadata and extras common to every layout."""
+    bits, ranges, names, markers, pne, png = per_channel
+    datatype = (p.get("$DATATYPE") or "").strip().upper()
+    par = len(kinds)
     original_names = list(names)
     channels = unique_names(names, p)
     if preprocess:
