@@ -2,7 +2,7 @@
 
 Column types: each column is I (unsigned integer), F (float32) or D (float64). FCS 3.2
 $PnDATATYPE overrides $DATATYPE for column n, so one data set may mix integer and float
-columns of different widths (:func:`column_types`). A column left as A (ASCII) is refused.
+columns of different widths (:func:`column_types`). ASCII (A) is read only when every column is A.
 
 Preprocessing (``read_fcs(preprocess=True)``) follows flowCore's
 "linearize-with-PnG-scaling", as flowio/FlowKit do for the reference corpus:

@@ -34,7 +34,9 @@ bit order follows $BYTEORD). ``sample.extra["layout"]`` says which was used.
 
 Column types (FCS 3.2): $PnDATATYPE (I, F or D) overrides $DATATYPE per
 column, so a data set may mix integer and float columns of different widths.
-Events are float32 only when every column is F, else float64 (exact for every
+$DATATYPE A (ASCII, deprecated in FCS 3.1) is read in both forms: $PnB
+characters per value, or $PnB * with values separated by blanks, tabs, commas,
+CR or LF. Events are float32 only when every column is F, else float64 (exact for every
 integer up to 2**53 and for float32). $MODE may be absent (FCS 3.2 removed it;
 list mode is assumed), and $BEGINANALYSIS/$ENDANALYSIS are never read.
 ``sample.extra`` also carries ``column_types``, ``channel_info`` (one dict per
