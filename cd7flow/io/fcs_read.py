@@ -61,7 +61,7 @@ from typing import Union
 
 import numpy as np
 
-from ..errors import CompensationError, FCSError, FCSTextError, FCSUnsupportedError
+from ..errors import CompensationError, FCSDataError, FCSError, FCSTextError, FCSUnsupportedError
 from ..sample import CaseInsensitiveDict, Sample
 from . import fcs_data
 from .fcs_channels import (

@@ -53,8 +53,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
 import numpy as np
 
 from gating.dimensions import DataSource, Dimension
@@ -63,6 +61,8 @@ from gating.tree import GatingResult, GatingTree
 
 from ..compensation import SpilloverMatrix
 from ..datasource import GatingStrategy, SampleSource
+from .xml_safe import attribute, children, local_name, parse_xml
+from .xml_safe import child as _first_child
 from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
 from ..sample import Sample
 from ..transforms import (
@@ -192,40 +192,12 @@ def _uri_name(uri: str | None) -> str:
 
 
 # ----------------------------------------------------------------- helpers --
-def _local(tag) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
-    """Attribute by local name, whatever its namespace prefix."""
-    for key, value in el.attrib.items():
-        if _local(key) == name:
-            return value
-    return default
-
-
-def _kids(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _local(c.tag) == name]
-
-
-def _kid(el: ET.Element, name: str) -> ET.Element | None:
-    for c in el:
-        if _local(c.tag) == name:
-            return c
-    return None
+# the shared safe-XML helpers, under the short names this module (and flowjo9) use
+_local, _attr, _kids, _kid = local_name, attribute, children, _first_child
 
 
 def _parse_xml(path: str) -> ET.Element:
-    try:
-        with open(path, "rb") as fh:
-            return SafeET.parse(fh, forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()
-    except defusedxml.DefusedXmlException as exc:
-        raise WorkspaceError(path, f"unsafe XML refused ({type(exc).__name__}: entity declarations "
-                                   "and external references are not allowed)") from None
-    except ET.ParseError as exc:
-        raise WorkspaceError(path, f"not well-formed XML: {exc}") from None
-    except OSError as exc:
-        raise WorkspaceError(path, f"cannot read: {exc.strerror or exc}") from None
+    return parse_xml(path, WorkspaceError)
 
 
 @dataclass

@@ -26,8 +26,6 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import numpy as np
-import defusedxml
-import defusedxml.ElementTree as SafeET
 
 from gating.dimensions import Dimension, RatioDimension
 from gating.gates import (
@@ -45,6 +43,7 @@ from gating.tree import GatingTree, Population
 
 from ..datasource import GatingStrategy, SpectrumMatrix
 from ..outputs import atomic_output
+from .xml_safe import attribute, child, children, local_name, parse_xml
 from ..errors import GatingError, GatingMLError, TransformError
 from ..transforms import BoundedTransform, Transform, transform_from_spec
 
@@ -65,27 +64,7 @@ _KINDS = {
 
 
 # ---------------------------------------------------------------- reading --
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def _attr(el: ET.Element, name: str, default: str | None = None) -> str | None:
-    """Attribute by local name, whatever its namespace prefix (files disagree on prefixing)."""
-    for key, value in el.attrib.items():
-        if _local(key) == name:
-            return value
-    return default
-
-
-def _kids(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _local(c.tag) == name]
-
-
-def _kid(el: ET.Element, name: str) -> ET.Element | None:
-    for c in el:
-        if _local(c.tag) == name:
-            return c
-    return None
+_local, _attr, _kids, _kid = local_name, attribute, children, child
 
 
 class _Reader:
@@ -341,16 +320,7 @@ class _Reader:
 def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
     """Read a Gating-ML 2.0 file into a GatingStrategy (tree, transforms, compensations, ratios)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            root = SafeET.parse(fh, forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()
-    except defusedxml.DefusedXmlException as exc:
-        raise GatingMLError(path, f"unsafe XML refused ({type(exc).__name__}: entity declarations "
-                                  "and external references are not allowed)") from None
-    except ET.ParseError as exc:
-        raise GatingMLError(path, f"not well-formed XML: {exc}") from None
-    except OSError as exc:
-        raise GatingMLError(path, f"cannot read: {exc.strerror or exc}") from None
+    root = parse_xml(path, GatingMLError)
     return _Reader(path).document(root)
 
 
