@@ -542,6 +542,8 @@ def test_ascii_free_format_data():
         read_fcs(build_fcs(kw, b"1 2 3 4 5", version="FCS2.0"))
     with pytest.raises(FCSDataError, match="not a number"):
         read_fcs(build_fcs(kw, b"1 2 3 4 5 x", version="FCS2.0"))
+    with pytest.raises(FCSDataError, match="no DATA offsets"):
+        read_fcs(build_fcs(kw, b"1 2 3 4 5 6", version="FCS2.0", header_data=(9000, 9100), text_data=(9000, 9100)))
     mixed = int_keywords(["A", "B"], ["*", "4"], [1024, 1024], tot=1, datatype="A")
     with pytest.raises(FCSUnsupportedError, match=r"\$PnB \*"):
         read_fcs(build_fcs(mixed, b"1 2", version="FCS2.0"))
