@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import TransformError
+from ..errors import TransformError
 
 __all__ = [
     "Transform",
