@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-GATE_HELP = """Gate one FCS file with a Gating-ML 2.0 file (.xml) or a FlowJo workspace (10 .wsp, or 7-9 XML; told apart from Gating-ML by the root element <Workspace>).
+GATE_HELP = """Gate one FCS file with a Gating-ML 2.0 file (.xml), a FlowJo workspace (10 .wsp, or 7-9 XML; told apart from Gating-ML by the root element <Workspace>) or a BD FACSDiva experiment export (XML, root element <bdfacs>; --sample may name a tube such as _001).
 
 The gates, their transforms and compensation come from --gates; cd7flow evaluates them itself, parents first (FlowJo rectangle and polygon coordinates are mapped onto the display scale the gate was drawn on). For a workspace, --sample picks the sample whose gates are used; the default is the sample whose FCS file name is FILE's name.
 
@@ -49,8 +49,14 @@ def load_gating(fcs: Path, gates: Path, sample_name: str | None):
 
     if not gates.is_file():
         raise GatingMLError(gates, "gates file not found" if not gates.exists() else "is not a file")
-    if _is_flowjo(gates):
-        ws = read_flowjo_workspace(gates)
+    is_diva = _root_element(gates) == "bdfacs"
+    if is_diva or _is_flowjo(gates):
+        if is_diva:
+            from .io.diva import read_diva_xml
+
+            ws = read_diva_xml(gates)
+        else:
+            ws = read_flowjo_workspace(gates)
         wsample = ws.sample(sample_name) if sample_name else ws.sample_for_file(fcs)
         return wsample.strategy, wsample.name
     if sample_name:
@@ -91,7 +97,7 @@ def check_channels(strategy, sample, gates: Path) -> None:
 
 def gate(
     fcs: Path = typer.Argument(..., help="FCS file to gate.", metavar="FILE"),
-    gates: Path = typer.Option(..., "--gates", "-g", help="Gating-ML 2.0 file (.xml) or FlowJo workspace (10 .wsp or 9 .xml)."),
+    gates: Path = typer.Option(..., "--gates", "-g", help="Gating-ML 2.0 file (.xml), FlowJo workspace (10 .wsp or 9 .xml) or FACSDiva XML export."),
     sample: str = typer.Option(None, "--sample", "-s",
                                help="Workspace sample whose gates to use (default: the one named like FILE)."),
     stats: Path = typer.Option(None, "--stats", help="Write the tidy statistics table here (CSV)."),
