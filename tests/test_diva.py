@@ -260,3 +260,18 @@ def test_cli_gate_with_a_diva_export(folder: Path, tmp_path: Path):
     # a CD7FlowError naming the file; cd7flow.cli.main turns it into one line and exit code 2
     assert isinstance(res.exception, WorkspaceError) and "_009" in str(res.exception)
     assert "PE_2.xml" in str(res.exception)
+
+
+def test_scale_value_zero_is_plain_log_with_a_floor(folder: Path, tmp_path: Path):
+    """r = 0: DiVa's plain 4.5-decade log axis (flog T=262144, M=4.5); data <= 0 sit on the axis floor."""
+    from cd7flow.transforms import LogTransform
+
+    bad = _variant(folder, tmp_path, "<y_parameter_scale_value>440</y_parameter_scale_value>",
+                   "<y_parameter_scale_value>0</y_parameter_scale_value>")
+    t = read_diva_xml(bad).sample("_001")
+    dim = t.tree.find("P3").gate.dimensions[1]
+    assert dim.transform == "diva:log"
+    xf = t.strategy.transforms[dim.transform]
+    x = np.array([10.0, 5000.0, 262144.0])
+    assert np.allclose(xf.apply(x), LogTransform(t=262144, m=4.5).apply(x))
+    assert np.array_equal(xf.apply(np.array([-50.0, 0.0, 1e9])), [0.0, 0.0, 1.0])
