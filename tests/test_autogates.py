@@ -298,3 +298,16 @@ def test_cells_gate_keeps_lymphocytes_in_a_granulocyte_rich_marrow():
     assert m[2000:6000].mean() > 0.97 and m[6000:].mean() > 0.97 and m[:2000].mean() < 0.1
     no_debris = CellsGate(random_state=0).fit(np.r_[lymph, gran])
     assert no_debris.debris_threshold_ is None
+
+
+def test_robust_reference_threshold_shrugs_off_contaminants_a_percentile_does_not():
+    from gating.auto import RobustReferenceThreshold
+
+    rng = np.random.default_rng(8)
+    clean = rng.normal(0.2, 0.03, 5000)
+    dirty = np.r_[clean, rng.normal(0.7, 0.05, 100)]  # 2% bright contaminants (e.g. NK cells)
+    robust = RobustReferenceThreshold("CD56", n_sd=4).fit(dirty)
+    lo, med, hi = np.percentile(dirty, [15.865525393145708, 50, 84.13447460685429])
+    assert robust.threshold_ == pytest.approx(med + 4 * (hi - lo) / 2)
+    assert 0.3 < robust.threshold_ < 0.36
+    assert PercentileThreshold("CD56", 99.5).fit(dirty).threshold_ > 0.6  # moved into the contaminants

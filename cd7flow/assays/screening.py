@@ -21,6 +21,7 @@ from gating.auto import (
     DensityThreshold,
     LineageGate,
     PercentileThreshold,
+    RobustReferenceThreshold,
     SingletGate,
     TimeCleanGate,
     ViabilityGate,
@@ -231,9 +232,10 @@ def run_protocol_gates(sample: Sample, protocol: Protocol) -> GatedSample:
 
 def _fit_positive(g: GatedSample, spec: GateSpec, dims: list[Dimension], keys: list[str], X: np.ndarray,
                   parent: np.ndarray) -> None:
-    """Positive for any/all of the markers. Each threshold is a percentile of a negative
-    reference population when the protocol names one with enough events (robust when the
-    parent holds only positive cells), else the density valley on the parent's events."""
+    """Positive for any/all of the markers. Each threshold is median + n_sd robust SDs of a
+    negative reference population when the protocol names one with enough events (works
+    when the parent holds only positive cells, and shrugs off a few contaminants), else the
+    density valley on the parent's events."""
     ref_name = spec.params.get("reference")
     ref_mask = g.masks.get(ref_name) if ref_name else None
     min_ref = int(spec.params.get("min_reference_events", 50))
@@ -241,8 +243,8 @@ def _fit_positive(g: GatedSample, spec: GateSpec, dims: list[Dimension], keys: l
     pos, fitted = [], []
     for j, d in enumerate(dims):
         if use_ref:
-            est = PercentileThreshold(d, percentile=float(spec.params.get("percentile", 99.5)),
-                                      min_reference_events=min_ref, gate_id=f"{spec.id}_{d.channel}")
+            est = RobustReferenceThreshold(d, n_sd=float(spec.params.get("n_sd", 4.0)),
+                                           min_reference_events=min_ref, gate_id=f"{spec.id}_{d.channel}")
             est.fit(X[ref_mask, j])
         else:
             est = DensityThreshold(d, gate_id=f"{spec.id}_{d.channel}")
@@ -417,6 +419,9 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
     rec["notes"] = [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
+    if any(x.method == "singlets" and x.id in g.skipped for x in protocol.gates):
+        rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
+                            "positivity threshold")
 
     viable_key = _last_of(protocol, ("viability", "singlets"), g)
     rec["viable_singlets"] = g.count(viable_key)
@@ -458,30 +463,34 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
     rec["pos_ref_events"] = int(np.count_nonzero(pos_mask))
     min_ref = int(pos_cfg.get("min_reference_events", 100))
 
-    fmo_blasts = None
+    fmo_blasts = fmo_scale = None
     if fmo is not None:
-        fmo_blasts = _fmo_blast_values(fmo, protocol, marker, population)
+        fmo_blasts, fmo_scale = _fmo_blast_values(fmo, protocol, marker, population, g)
         rec["rd_fmo"] = separation_index(cd7_blasts, fmo_blasts)
         rec["fmo_blasts"] = int(fmo_blasts.size)
 
     pct = pos_cfg["percentile"]
+    scale = g.values(marker)  # the gating scale (transformed): thresholds live there, like any gate
     if pos_cfg["method"] == "fmo_percentile":
         if fmo_blasts is None:
             raise NotEvaluable("the protocol sets positivity by an FMO tube, and none was given (--fmo)")
-        reference = fmo_blasts
+        reference = fmo_scale
         rec["threshold_reference"] = f"{pct}th percentile of {marker} on FMO blasts ({fmo_blasts.size} events)"
     else:
         if rec["neg_ref_events"] < min_ref:
             raise NotEvaluable(f"negative reference ({' + '.join(pos_cfg['negative_reference'])}) has "
                                f"{rec['neg_ref_events']} events (< {min_ref})")
-        reference = cd7[neg_mask]
+        reference = scale[neg_mask]
         rec["threshold_reference"] = (f"{pct}th percentile of {marker} on "
                                       f"{' + '.join(pos_cfg['negative_reference'])} ({reference.size} events)")
-    thr = PercentileThreshold(g.dimensions[marker], percentile=pct, min_reference_events=min(min_ref, 50))
+    thr = PercentileThreshold(g.dimensions[marker], percentile=pct, min_reference_events=min(min_ref, 50),
+                              gate_id=f"{marker}_positive")
     thr.fit(reference)
-    positive = thr.predict(cd7_blasts)
+    positive = thr.predict(scale[blasts])
     k, n = int(np.count_nonzero(positive)), int(cd7_blasts.size)
-    rec["cd7_threshold"] = thr.threshold_
+    xf = g.source.transforms.get(g.dimensions[marker].transform)
+    rec["cd7_threshold"] = float(xf.inverse(np.array([thr.threshold_]))[0]) if xf is not None else thr.threshold_
+    rec["cd7_threshold_scale"] = thr.threshold_
     rec["cd7_pos"] = k
     rec["cd7_pos_pct"] = 100.0 * k / n
     rec["cd7_pos_ci95"] = list(wilson_interval(k, n))
@@ -529,8 +538,10 @@ def _last_of(protocol: Protocol, methods: tuple[str, ...], g: GatedSample) -> st
     return "root"
 
 
-def _fmo_blast_values(fmo: Sample, protocol: Protocol, marker: str, population: str) -> np.ndarray:
-    """CD7 (linear, compensated) on the FMO tube's blasts, gated from the FMO's own data."""
+def _fmo_blast_values(fmo: Sample, protocol: Protocol, marker: str, population: str,
+                      stained: GatedSample) -> tuple[np.ndarray, np.ndarray]:
+    """CD7 on the FMO tube's blasts, gated from the FMO's own data: (linear, compensated) and
+    on the stained tube's gating scale (its transform, so thresholds compare like for like)."""
     try:
         g = run_protocol_gates(fmo, protocol)
     except NotEvaluable as exc:
@@ -540,7 +551,8 @@ def _fmo_blast_values(fmo: Sample, protocol: Protocol, marker: str, population: 
     vals = g.linear(marker)[g.masks[population]]
     if vals.size < protocol.settings["qc"]["min_blasts"]:
         raise NotEvaluable(f"FMO {fmo.name}: too few blasts ({vals.size})")
-    return vals
+    xf = stained.source.transforms.get(stained.dimensions[marker].transform)
+    return vals, (np.asarray(xf.apply(vals), dtype=np.float64) if xf is not None else vals)
 
 
 def _fmo_marker_channel(fmo: Sample, protocol: Protocol, stained: Sample, marker: str) -> None:

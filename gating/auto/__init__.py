@@ -8,7 +8,7 @@ drawn, exported as Gating-ML and re-applied.
 from .leukocytes import POPULATIONS, CD45SSCPopulations, LineageGate
 from .qc import TimeCleanGate, ViabilityGate
 from .scatter import CellsGate, SingletGate
-from .thresholds import DensityThreshold, PercentileThreshold, density_1d
+from .thresholds import DensityThreshold, PercentileThreshold, RobustReferenceThreshold, density_1d
 
 __all__ = [
     "POPULATIONS",
@@ -17,6 +17,7 @@ __all__ = [
     "DensityThreshold",
     "LineageGate",
     "PercentileThreshold",
+    "RobustReferenceThreshold",
     "SingletGate",
     "TimeCleanGate",
     "ViabilityGate",

@@ -39,8 +39,9 @@ class CD45SSCPopulations(AutoGate):
 
     Components that form one mode are merged first (see ``_merge_components``), and dc /
     ds are computed between the merged clusters. Components below ``min_weight`` are
-    left unlabelled, and so are background components, whose CD45 spread exceeds
-    ``background_sd_ratio`` x the median component's (scattered debris and outliers).
+    left unlabelled, and so are background components (scattered debris, doublets and
+    outliers): CD45 SD above ``background_sd_ratio`` x the median component's, or both SDs
+    above ``background_sd_ratio / 1.6`` x the median's (2.5x by default).
     Each population's gate is the
     convex hull of its events that lie within the ``coverage`` Mahalanobis ellipse of
     their own component.
@@ -145,8 +146,11 @@ class CD45SSCPopulations(AutoGate):
         usable = [int(k) for k in np.flatnonzero(gmm.weights_ >= self.min_weight)]
         # A mixture fitted on real events spends a component on scattered background
         # (debris, outliers) spanning several populations; its hull would swallow them.
-        cd45_sd = np.sqrt(gmm.covariances_[:, 0, 0])
-        wide = cd45_sd > self.background_sd_ratio * np.median(cd45_sd[usable])
+        sd = np.sqrt(np.stack([np.diag(c) for c in gmm.covariances_]))
+        ratio = sd / np.median(sd[usable], axis=0)
+        # Wide on CD45 (populations are compact there on a transformed scale), or wide on
+        # both axes; granulocytes alone are wide on a linear SSC, so SSC alone is no sign.
+        wide = (ratio[:, 0] > self.background_sd_ratio) | np.all(ratio > self.background_sd_ratio / 1.6, axis=1)
         self.background_components_ = [k for k in usable if wide[k]]
         usable = [k for k in usable if not wide[k]] or usable
         clusters = self._merge_components(gmm, usable)

@@ -163,6 +163,10 @@ class PercentileThreshold(_Threshold1D):
     """A percentile of a reference population (e.g. the 99.5th of CD7 on B cells + granulocytes,
     or of the same channel in an FMO tube): ``fit`` takes the reference values only.
 
+    A high percentile moves as soon as more than (100 - percentile)% of the reference is
+    contaminated by positive events; see :class:`RobustReferenceThreshold` when the
+    reference cannot be kept that clean.
+
     Attributes after fit: ``threshold_`` (dimension units), ``n_reference_`` (events used).
     """
 
@@ -178,4 +182,33 @@ class PercentileThreshold(_Threshold1D):
 
     def _fit(self, X: np.ndarray) -> None:
         self.threshold_ = float(np.percentile(X[:, 0], self.percentile))
+        self.n_reference_ = int(X.shape[0])
+
+
+class RobustReferenceThreshold(_Threshold1D):
+    """Median + ``n_sd`` robust SDs of a negative reference population (``fit`` takes it).
+
+    The robust SD is half the 15.87th-84.13th percentile range, so up to ~15% of positive
+    contaminants in the reference (a few NK cells in a granulocyte gate, doublets) barely
+    move the threshold, unlike a 99.5th percentile. Give transformed values (on a logicle
+    scale negatives are close to symmetric); the default 4 SDs is ~99.997% of a normal.
+
+    Attributes after fit: ``threshold_``, ``median_``, ``robust_sd_``, ``n_reference_``.
+    """
+
+    gate_id_default = "robust_threshold"
+
+    def __init__(self, dimension, n_sd: float = 4.0, side: str = "above", min_reference_events: int = 50,
+                 gate_id: str | None = None):
+        super().__init__(dimension, side, gate_id)
+        if n_sd <= 0:
+            raise GatingError(f"RobustReferenceThreshold: n_sd must be > 0, got {n_sd}")
+        self.n_sd = n_sd
+        self.min_fit_events = int(min_reference_events)
+
+    def _fit(self, X: np.ndarray) -> None:
+        lo, med, hi = np.percentile(X[:, 0], [15.865525393145708, 50.0, 84.13447460685429])
+        self.median_ = float(med)
+        self.robust_sd_ = float(hi - lo) / 2
+        self.threshold_ = self.median_ + self.n_sd * self.robust_sd_
         self.n_reference_ = int(X.shape[0])
