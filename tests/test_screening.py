@@ -167,6 +167,15 @@ ROBUST = [
     dict(panel=_panel(list(M.DETECTORS[:9]), [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]),
          composition={"T": 0.2, "NK": 0.1, "B": 0.05, "mono": 0.2, "gran": 0.45}, blast_pct=85, lineage="AML",
          cd7_fraction=0.02, cd7_intensity="bright", scale_range=65536.0),
+    # NK-rich, granulocyte-poor marrow: a few NK cells fall in the granulocyte gate (regression)
+    dict(panel=_panel(["APC-R700-A", "BV510-A", "APC-A", "PerCP-Cy5.5-A", "APC-Cy7-A", "PE-A", "FITC-A", "BV421-A",
+                       "BV605-A"], [1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+         composition={"T": 0.56, "NK": 0.11, "B": 0.36, "mono": 0.42, "gran": 0.10}, blast_pct=66, lineage="AML",
+         cd7_fraction=0.25, cd7_intensity="bright", scale_range=4194304.0),
+    # 84% blasts: few, scattered granulocytes must still be found as negative reference (regression)
+    dict(panel=_panel(list(M.DETECTORS[1:10]), [3, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+         composition={"T": 0.3, "NK": 0.3, "B": 0.3, "mono": 0.05, "gran": 0.2}, blast_pct=84, lineage="AML",
+         cd7_fraction=0.1, cd7_intensity="dim", scale_range=1024.0),
 ]
 
 
