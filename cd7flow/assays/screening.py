@@ -5,6 +5,25 @@ automated gate sequence (:func:`run_protocol_gates`), and returns one plain reco
 (see :data:`RESULT_KEYS`). Intensities (``*_mfi``) are medians of compensated
 fluorescence in the file's linear channel units; percentages are 0-100. A result
 that cannot be trusted is ``verdict = "not_evaluable"`` with a ``reason``, never a guess.
+
+How a file is gated (nothing depends on channel order, fluorochrome or scale range):
+
+1. markers are found by $PnS (aliases; :func:`cd7flow.protocol.resolve_markers`), the
+   file's own spillover compensates them, and each fluorescence channel gets a logicle
+   with T = its $PnR and W from its negative spread;
+2. the protocol's gates are fitted in order on their parent's events: time-clean,
+   cells (mixture on FSC/SSC), singlets (A/H band), viable (dye valley), CD45/SSC
+   populations found relative to the lymphocytes, B and T/NK cells (robust reference
+   thresholds against granulocytes), lineage refinement of the blasts;
+3. CD7+ = at or above the protocol's percentile of CD7 on the negative reference
+   populations (B cells, monocytes, granulocytes, minus anything CD3+ or CD56+), or
+   of the FMO tube's blasts; the verdict applies the protocol's rule to the percentage.
+
+Record fields beyond :data:`RESULT_KEYS`: ``cd45_pos`` (denominator of ``blast_pct``),
+``cd7_threshold`` (linear units) and ``cd7_threshold_scale`` (gating scale),
+``threshold_reference``, ``gates`` (event count per population), ``channels`` (marker ->
+$PnN), ``transforms``, ``notes`` (skipped gates, warnings), ``time_loss_pct``,
+``sample_date`` ($DATE), ``path``, ``cd7flow_version``, ``plots``.
 """
 from __future__ import annotations
 
