@@ -46,6 +46,8 @@ class TimeCleanGate(AutoGate):
     event count differs from the median bin count by more than ``n_mad`` robust SDs
     (1.4826 x MAD, floored at the Poisson SD sqrt(median)) AND by more than
     ``min_relative_change`` of the median (so a tiny jitter in a very steady run is kept).
+    The ``guard_bins`` bins on each side of an anomalous bin are dropped too: a bin holding
+    the end of a gap and the start of the burst after it can have a normal count.
 
     Attributes after fit: ``edges_`` (bin edges), ``counts_``, ``good_bins_`` (bool),
     ``intervals_`` ([start, end) of each run of good bins), ``gates_`` (one RectangleGate
@@ -58,13 +60,14 @@ class TimeCleanGate(AutoGate):
     min_fit_events = 100
 
     def __init__(self, dimension="Time", n_bins: int = 100, n_mad: float = 5.0, min_relative_change: float = 0.3,
-                 gate_id: str | None = None):
+                 guard_bins: int = 1, gate_id: str | None = None):
         super().__init__(dimension, gate_id)
         if n_bins < 5:
             raise GatingError(f"TimeCleanGate: n_bins must be >= 5, got {n_bins}")
         self.n_bins = n_bins
         self.n_mad = n_mad
         self.min_relative_change = min_relative_change
+        self.guard_bins = int(guard_bins)
 
     def _fit(self, X: np.ndarray) -> None:
         t = X[:, 0]
@@ -77,6 +80,10 @@ class TimeCleanGate(AutoGate):
         rsd = max(1.4826 * float(np.median(np.abs(counts - med))), np.sqrt(max(med, 1.0)))
         dev = np.abs(counts - med)
         bad = (dev > self.n_mad * rsd) & (dev > self.min_relative_change * med)
+        # A bin straddling a gap and the burst after it can look normal (the two cancel), so
+        # the neighbours of an anomalous bin go too.
+        for _ in range(self.guard_bins):
+            bad = bad | np.r_[False, bad[:-1]] | np.r_[bad[1:], False]
         self.edges_ = edges
         self.counts_ = counts
         self.good_bins_ = ~bad
