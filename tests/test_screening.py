@@ -97,7 +97,7 @@ def test_demo_screening_tubes_within_2_points_of_truth(demo, protocol, name):
     assert rec["verdict"] == _truth_verdict(t["cd7_positive_pct_of_blasts"], protocol)
     assert abs(rec["cd7_pos_pct"] - t["cd7_positive_pct_of_blasts"]) < 2.0
     assert rec["cd7_pos_ci95"][0] <= rec["cd7_pos_pct"] <= rec["cd7_pos_ci95"][1]
-    assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 3.0
+    assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 1.0
     assert abs(rec["viable_singlets"] - truth[name]["counts"]["viable_singlets"]) / rec["viable_singlets"] < 0.02
     assert rec["sha256"] == truth_sha(folder / name)
     assert rec["rule"] == "CD7+ blasts > 30% (screening v1.0.0)"
