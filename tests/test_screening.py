@@ -283,3 +283,15 @@ def test_fitted_gates_export_as_gatingml_and_reapply_identically(demo, tmp_path)
     assert {"cells", "singlets", "viable", "blasts", "blasts_refined", "b_cells", "t_nk_cells"} <= set(names)
     for name in names:
         assert np.array_equal(result.mask(name), g.masks[name]), name
+
+
+def test_fmo_percentile_positivity(demo, tmp_path):
+    folder, truth = demo
+    p = tmp_path / "fmo.toml"
+    p.write_text('extends = "screening"\n[protocol]\nname = "fmo"\nversion = "0.1"\nassay = "screening"\n'
+                 '[positivity]\nmethod = "fmo_percentile"\n')
+    rec = screen_file(folder / "P01_screening_BM.fcs", str(p), fmo_path=folder / "P01_FMO-CD7_BM.fcs")
+    assert rec["threshold_reference"].startswith("99.5th percentile of CD7 on FMO blasts")
+    assert abs(rec["cd7_pos_pct"] - truth["P01_screening_BM.fcs"]["blasts"]["cd7_positive_pct_of_blasts"]) < 2.0
+    without = screen_file(folder / "P01_screening_BM.fcs", str(p))
+    assert without["verdict"] == "not_evaluable" and "--fmo" in without["reason"]
