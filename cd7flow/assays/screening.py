@@ -50,7 +50,7 @@ from gating.errors import GatingError as _GatingErrorBase
 
 from .. import __version__
 from ..datasource import SampleSource
-from ..errors import CD7FlowError
+from ..errors import CD7FlowError, ProtocolError
 from ..protocol import GateSpec, Protocol, load_protocol, resolve_markers
 from ..sample import Sample
 
@@ -132,10 +132,9 @@ def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarr
     params["t"] = t
     params.setdefault("m", 4.5)
     params.setdefault("a", 0.0)
-    if kind == "logicle":
-        if params.get("w", "auto") == "auto":
-            params["w"] = logicle_width(values, t, params["m"]) if values is not None else 0.5
-        params["w"] = min(params["w"], (params["m"] - params["a"]) / 2) if params["a"] > 0 else params["w"]
+    if kind == "logicle" and params.get("w", "auto") == "auto":
+        w = logicle_width(values, t, params["m"]) if values is not None else 0.5
+        params["w"] = min(w, (params["m"] - params["a"]) / 2)  # logicle needs A <= M - 2W
     return transform_from_spec(kind, **params)
 
 
@@ -411,6 +410,9 @@ def _round(v: Any) -> Any:
 def screen_sample(sample: Sample, protocol: Protocol, fmo: Sample | None = None,
                   plots_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Screen one sample (and its FMO tube, if given). Returns the result record."""
+    if protocol.assay != "screening" or protocol.rule is None:
+        raise ProtocolError(protocol.path, f"protocol {protocol.name} is a {protocol.assay!r} protocol, "
+                                           "not a screening one")
     rec = _blank(sample.path or sample.name, sample.sha256, protocol)
     rec["events"] = sample.n_events
     rec["sample_date"] = sample.metadata.get("$DATE")
@@ -442,7 +444,7 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
         rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
                             "positivity threshold")
 
-    viable_key = _last_of(protocol, ("viability", "singlets"), g)
+    viable_key = _last_of(protocol, ("viability", "singlets"))
     rec["viable_singlets"] = g.count(viable_key)
     cd45_pos = g.masks[viable_key] & ~g.masks.get("cd45_negative", np.zeros(sample.n_events, bool))
     rec["cd45_pos"] = int(np.count_nonzero(cd45_pos))
@@ -549,7 +551,7 @@ def intensity_word(pos_pct: float, mfi_pos_blasts: float | None, pos_ref_mfi: fl
     return "positive"
 
 
-def _last_of(protocol: Protocol, methods: tuple[str, ...], g: GatedSample) -> str:
+def _last_of(protocol: Protocol, methods: tuple[str, ...]) -> str:
     for method in methods:
         for spec in reversed(protocol.gates):
             if spec.method == method:
