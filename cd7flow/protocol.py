@@ -295,6 +295,13 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         params = g.get("params", {})
         if not isinstance(params, dict):
             raise c.fail(f"{where}.params", "must be a table")
+        allowed_params = _gate_params(method)
+        for key in params:
+            if key not in allowed_params:
+                raise c.fail(f"{where}.params.{key}",
+                             f"unknown parameter for method {method} (allowed: {', '.join(sorted(allowed_params))})")
+            if isinstance(params[key], (dict, list)):
+                raise c.fail(f"{where}.params.{key}", "must be a number, string or boolean")
         optional = g.get("optional", False)
         if not isinstance(optional, bool):
             raise c.fail(f"{where}.optional", f"must be true or false, got {optional!r}")
@@ -326,6 +333,24 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         except ValueError as exc:
             raise c.fail("verdict.rule", str(exc)) from None
     return Protocol(name, version, assay, str(path), sha256, data, markers, scatter, gates, rule, settings)
+
+
+def _gate_params(method: str) -> set[str]:
+    """Parameter names a gate method accepts: its estimator's constructor, plus assay-level ones."""
+    import inspect
+
+    from gating import auto
+
+    estimator = {"time_clean": auto.TimeCleanGate, "cells": auto.CellsGate, "singlets": auto.SingletGate,
+                 "viability": auto.ViabilityGate, "cd45_ssc": auto.CD45SSCPopulations,
+                 "lineage": auto.LineageGate}.get(method)
+    fixed = {"self", "dimension", "dimensions", "gate_id", "population", "require_population"}
+    names = set() if estimator is None else set(inspect.signature(estimator.__init__).parameters) - fixed
+    if method == "lineage":
+        names |= {"reference"}
+    if method == "positive":
+        names = {"reference", "mode", "n_sd", "min_reference_events"}
+    return names
 
 
 def _check_transform(c: _Checker, where: str, kind: str, params: dict[str, Any]) -> None:

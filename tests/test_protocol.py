@@ -104,6 +104,8 @@ def test_verdict_rule_rejects_nonsense(bad):
     ('fluorescence = { kind = "logicle"', 'fluorescence = { kind = "logicle", q = 1', "transforms.fluorescence.q",
      "unknown key"),
     ('[protocol]\nname = "screening"', 'colour = 3\n[protocol]\nname = "screening"', "colour", "unknown key"),
+    ("params = { n_mad_low = 6.0, n_mad_high = 5.0 }", "params = { n_mad_lo = 6.0, n_mad_high = 5.0 }",
+     "gates.singlets.params.n_mad_lo", "unknown parameter for method singlets"),
 ])
 def test_invalid_settings_name_the_file_key_and_problem(tmp_path, old, new, key, problem):
     path = _edited(tmp_path, old, new)
