@@ -211,10 +211,13 @@ class ViewerModel:
     # ---- axes -------------------------------------------------------------
     def set_axes(self, x: str | None = None, y: str | None = None,
                  x_transform: str | None = None, y_transform: str | None = None) -> None:
+        """Choose the plotted channels (by $PnN or marker $PnS, resolved like everywhere else) and transforms."""
         s = self.sample
-        for name in (x, y):
-            if name is not None and (s is None or name not in s.channels):
-                raise CD7FlowError(f"{s.name if s else 'no sample'}: no channel named {name!r}")
+        if s is None and (x is not None or y is not None):
+            raise CD7FlowError("no sample is open")
+        # one resolver for $PnN and $PnS across CLI, protocols and GUI (Sample.channel)
+        x = s.channels[s.channel(x)] if x is not None else None
+        y = s.channels[s.channel(y)] if y is not None else None
         for kind in (x_transform, y_transform):
             if kind is not None and kind not in TRANSFORM_KINDS:
                 raise CD7FlowError(f"unknown transform {kind!r}; choose one of {TRANSFORM_KINDS}")

@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from cd7flow.errors import CD7FlowError
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -86,6 +88,16 @@ def test_open_sample_lists_it_and_shows_channel_labels(window, fcs_file, raw_eve
     assert (m.x_channel, m.y_channel) == ("FSC-A", "SSC-A")
     assert window.errors_shown == []
     np.testing.assert_array_equal(m.sample.events, raw_events)
+
+
+def test_axes_resolve_markers_like_the_cli(window, fcs_file):
+    window.open_paths([fcs_file])
+    m = window.model
+    m.set_axes(x="cd7", y="CD3")  # $PnS, case-insensitive, as Sample.channel resolves it
+    assert (m.x_channel, m.y_channel) == ("FL1-A", "FL2-A")
+    with pytest.raises(CD7FlowError, match="no channel or marker named 'CD45'"):
+        m.set_axes(x="CD45")
+    assert m.x_channel == "FL1-A"
 
 
 def test_switching_channels_and_transforms_through_the_widgets(window, fcs_file, raw_events):
