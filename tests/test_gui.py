@@ -12,13 +12,12 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
-from cd7flow.errors import CD7FlowError
 import pytest
 
 pytest.importorskip("pytestqt")
 QtWidgets = pytest.importorskip("PySide6.QtWidgets")
 
+from cd7flow.errors import CD7FlowError  # noqa: E402
 from cd7flow.io.fcs_write import write_fcs  # noqa: E402
 from cd7flow.viewmodel import MAX_DISPLAY_DOTS, ViewerModel  # noqa: E402
 
