@@ -139,26 +139,18 @@ _register_commands()
 
 
 def main() -> None:
-    """Console entry point: user errors become one line and exit code 2."""
+    """Console entry point: user errors become one line and exit code 2.
+
+    Click's standalone mode already turns usage errors (unknown option or command,
+    bad value) into a usage message and exit code 2, and ``typer.Exit`` into its code;
+    it lets every other exception through, so a CD7FlowError is caught here and a bug
+    keeps its traceback.
+    """
     try:
-        # In non-standalone mode click returns the exit code of typer.Exit instead of raising.
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        app()
     except CD7FlowError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -50,3 +50,11 @@ def test_summary_reads_the_demo_study(sample_fcs_dir: Path):
     assert out.returncode == 0, out.stderr
     n_files = len(list(sample_fcs_dir.glob("*.fcs")))
     assert f"{n_files} FCS file(s)" in out.stdout
+
+
+def test_usage_errors_are_a_message_not_a_traceback():
+    for args in (["summary", "--bogus"], ["nosuchcmd"]):
+        out = run_cli(*args)
+        assert out.returncode == 2, args
+        assert "Traceback" not in out.stderr
+        assert "No such" in out.stderr
