@@ -74,11 +74,14 @@ def test_logicle_width_follows_parks_formula():
 def test_intensity_words_follow_the_protocol_rules(protocol):
     rules = protocol.settings["intensity"]
     assert intensity_word(10, 5000, 9000, rules) == "negative"
+    assert intensity_word(10, 500, 9000, rules) == "negative"
     assert intensity_word(50, 5000, 9000, rules) == "partial"
+    assert intensity_word(30, 1000, 9000, rules) == "dim"  # dim on part of the blasts: the AML demo case
     assert intensity_word(95, 1000, 9000, rules) == "dim"
-    assert intensity_word(95, 9000, 9000, rules) == "positive"
-    assert intensity_word(95, 20000, 9000, rules) == "bright"
+    assert intensity_word(95, 4000, 9000, rules) == "positive"
+    assert intensity_word(95, 9000, 9000, rules) == "bright"  # like normal T cells: the T-ALL demo case
     assert intensity_word(95, 20000, None, rules) == "positive"
+    assert intensity_word(50, 20000, None, rules) == "partial"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +103,10 @@ def test_demo_screening_tubes_within_2_points_of_truth(demo, protocol, name):
     assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 1.0
     assert abs(rec["viable_singlets"] - truth[name]["counts"]["viable_singlets"]) / rec["viable_singlets"] < 0.02
     assert rec["sha256"] == truth_sha(folder / name)
-    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.0.0)"
+    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.1.0)"
+    # the demo cases are named for their intensity: bright, partial, dim, negative
+    expected_word = {"P01": "bright", "P02": "partial", "P03": "dim", "P04": "negative"}[name[:3]]
+    assert rec["intensity"] == expected_word
 
 
 def truth_sha(path):

@@ -536,16 +536,24 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
 
 def intensity_word(pos_pct: float, mfi_pos_blasts: float | None, pos_ref_mfi: float | None,
                    rules: dict[str, float]) -> str:
-    """Bethesda-style word from % positive blasts and the CD7+ blasts' median vs the positive reference."""
+    """Bethesda-style word from % positive blasts and the CD7+ blasts' median vs the positive reference.
+
+    Order of the rules: too few positive blasts -> "negative"; positive blasts clearly
+    dimmer than normal T/NK cells -> "dim" (whatever their fraction: a dim marker on part of
+    the blasts is still reported as dim, the fraction is in cd7_pos_pct); otherwise a fraction
+    below the partial cut-off -> "partial"; otherwise "bright" when the blasts are about as
+    bright as normal T/NK cells, "positive" in between. Without a positive reference the
+    intensity cannot be judged: "partial" or "positive" by fraction alone.
+    """
     if pos_pct < rules["negative_below_pct"]:
         return "negative"
+    ratio = _ratio(mfi_pos_blasts, pos_ref_mfi)
+    if ratio is not None and ratio < rules["dim_below_pos_ratio"]:
+        return "dim"
     if pos_pct < rules["partial_below_pct"]:
         return "partial"
-    ratio = _ratio(mfi_pos_blasts, pos_ref_mfi)
     if ratio is None:
         return "positive"
-    if ratio < rules["dim_below_pos_ratio"]:
-        return "dim"
     if ratio > rules["bright_above_pos_ratio"]:
         return "bright"
     return "positive"
