@@ -85,7 +85,7 @@ def autogate(
     from rich.console import Console
     from rich.table import Table
 
-    from .assays.screening import NotEvaluable, run_protocol_gates
+    from .assays.protocol_gating import NotEvaluable, run_protocol_gates
     from .errors import CD7FlowError
     from .io.fcs_read import read_fcs
     from .membership import write_membership_csv
@@ -112,7 +112,7 @@ def autogate(
         write_membership_csv(membership, columns)
         console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")
     if gatingml is not None:
-        from .assays.screening import fitted_strategy
+        from .assays.protocol_gating import fitted_strategy
         from .io.gatingml import write_gatingml
 
         write_gatingml(fitted_strategy(g, proto), gatingml)

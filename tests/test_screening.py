@@ -241,6 +241,7 @@ def test_cli_json_for_several_files_and_plots(demo, tmp_path):
         assert r["verdict"] in ("positive", "negative", "not_evaluable")
     pngs = sorted((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 4 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert not [p.name for p in (tmp_path / "plots").iterdir() if p.name.startswith(".")]  # no temporaries
     single = _cli("screen", files[0], "--json")
     assert json.loads(single.stdout)["file"] == files[0].name  # one object for one file
     table = _cli("screen", files[0])
@@ -275,7 +276,7 @@ def test_cli_autogate_membership_csv(demo, tmp_path):
 
 
 def test_fitted_gates_export_as_gatingml_and_reapply_identically(demo, tmp_path):
-    from cd7flow.assays.screening import fitted_strategy, run_protocol_gates
+    from cd7flow.assays.protocol_gating import fitted_strategy, run_protocol_gates
     from cd7flow.io.fcs_read import read_fcs
     from cd7flow.io.gatingml import read_gatingml, write_gatingml
 

@@ -1,8 +1,8 @@
 """CD7 screening assay: is the leukaemia CD7-positive, under a named, versioned rule?
 
 ``screen_file(path, protocol)`` reads an FCS file, gates it with the protocol's
-automated gate sequence (:func:`run_protocol_gates`), and returns one plain record
-(see :data:`RESULT_KEYS`). Intensities (``*_mfi``) are medians of compensated
+automated gate sequence (:mod:`cd7flow.assays.protocol_gating`), and returns one plain
+record (see :data:`RESULT_KEYS`); ``plots_dir`` adds PNGs (:mod:`.screening_plots`). Intensities (``*_mfi``) are medians of compensated
 fluorescence in the file's linear channel units; percentages are 0-100. A result
 that cannot be trusted is ``verdict = "not_evaluable"`` with a ``reason``, never a guess.
 
@@ -29,30 +29,26 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gating.auto import (
-    CD45SSCPopulations,
-    CellsGate,
-    DensityThreshold,
-    LineageGate,
-    PercentileThreshold,
-    RobustReferenceThreshold,
-    SingletGate,
-    TimeCleanGate,
-    ViabilityGate,
-)
-from gating.dimensions import Dimension
-from gating.errors import GatingError as _GatingErrorBase
+from gating.auto import PercentileThreshold
 
 from .. import __version__
-from ..datasource import SampleSource
-from ..errors import CD7FlowError, ProtocolError
-from ..protocol import GateSpec, Protocol, load_protocol, resolve_markers
+from ..errors import ProtocolError
+from ..protocol import Protocol, load_protocol, resolve_markers
 from ..sample import Sample
+from .protocol_gating import GatedSample, NotEvaluable, fitted_strategy, logicle_width, run_protocol_gates
+from .screening_plots import write_plots
+
+# Gate fitting and plots live in their own modules; these names stay importable from here
+# because callers (cd7flow.cli_screen, the tests) import them from the assay.
+__all__ = [
+    "RESULT_KEYS", "NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width",
+    "write_plots", "screen_file", "screen_sample", "intensity_word", "wilson_interval", "robust_sd",
+    "separation_index",
+]
 
 RESULT_KEYS = (
     "file", "sha256", "protocol", "protocol_version", "protocol_sha256", "events", "viable_singlets", "cd45_pos",
@@ -63,10 +59,6 @@ RESULT_KEYS = (
 """Keys of every screening record, in output order (more keys follow: gates, channels, notes...)."""
 
 Z95 = 1.959963984540054
-
-
-class NotEvaluable(Exception):
-    """Raised inside the assay when the sample cannot give a trustworthy answer."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,288 +93,6 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den <= 0:
         return None
     return num / den
-
-
-# ----------------------------------------------------------------------------------------------
-# Transforms chosen from the data
-# ----------------------------------------------------------------------------------------------
-def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5) -> float:
-    """Logicle W from the data (Parks et al. 2006, eq. 12): W = (M - log10(T / |r|)) / 2.
-
-    r is the 5th percentile of the negative values; with fewer than 1% negative events
-    there is nothing to linearise and ``default`` is used. W is clipped to [0, M/2].
-    """
-    neg = values[np.isfinite(values) & (values < 0)]
-    if neg.size < max(10, 0.01 * values.size):
-        return default
-    r = abs(float(np.percentile(neg, 5)))
-    if r <= 0:
-        return default
-    return float(min(max((m - math.log10(t / r)) / 2, 0.0), m / 2))
-
-
-def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarray | None):
-    from ..transforms import transform_from_spec
-
-    kind = spec["kind"]
-    if kind == "linear":
-        return None
-    params = {k: v for k, v in spec.items() if k != "kind"}
-    t = float(channel_range) if params.get("t", "range") == "range" else float(params["t"])
-    params["t"] = t
-    params.setdefault("m", 4.5)
-    params.setdefault("a", 0.0)
-    if kind == "logicle" and params.get("w", "auto") == "auto":
-        w = logicle_width(values, t, params["m"]) if values is not None else 0.5
-        params["w"] = min(w, (params["m"] - params["a"]) / 2)  # logicle needs A <= M - 2W
-    return transform_from_spec(kind, **params)
-
-
-# ----------------------------------------------------------------------------------------------
-# The protocol's gate sequence
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class GatedSample:
-    """What :func:`run_protocol_gates` found: one mask per population, in sequence order."""
-
-    sample: Sample
-    source: SampleSource
-    channels: dict[str, str]
-    dimensions: dict[str, Dimension]
-    masks: dict[str, np.ndarray] = field(default_factory=dict)
-    marker_positive: dict[str, np.ndarray] = field(default_factory=dict)
-    estimators: dict[str, Any] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-    transforms: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def values(self, key: str) -> np.ndarray:
-        """Transformed values of a marker / scatter key (the gating scale)."""
-        return self.source.values(self.dimensions[key])
-
-    def linear(self, key: str) -> np.ndarray:
-        """Compensated, untransformed values (linear channel units)."""
-        d = self.dimensions[key]
-        return self.source.channel_values(d.channel, d.compensation)
-
-    def count(self, population: str) -> int:
-        return int(np.count_nonzero(self.masks[population]))
-
-
-def _build_source(sample: Sample, protocol: Protocol) -> tuple[SampleSource, dict[str, str], dict[str, Dimension], dict]:
-    mapping, _missing = resolve_markers(sample, protocol)
-    comp = "FCS" if protocol.section("compensation").get("source", "file") == "file" and sample.spillover is not None else None
-    tspec = protocol.section("transforms")
-    source = SampleSource(sample)
-    dims: dict[str, Dimension] = {}
-    described: dict[str, dict[str, Any]] = {}
-    for key, ch in mapping.items():
-        idx = sample.channel(ch)
-        if key in ("fsc_a", "fsc_h", "time"):
-            dims[key] = Dimension(ch)
-            continue
-        spec = tspec["ssc"] if key == "ssc_a" else tspec["fluorescence"]
-        compensation = comp if key != "ssc_a" else None
-        linear = source.channel_values(ch, compensation)
-        xf = _make_transform(spec, float(sample.ranges[idx]), linear)
-        if xf is None:
-            dims[key] = Dimension(ch, compensation)
-            described[key] = {"channel": ch, "kind": "linear"}
-        else:
-            tid = f"{xf.kind}_{ch}"
-            source.transforms[tid] = xf
-            dims[key] = Dimension(ch, compensation, tid)
-            described[key] = {"channel": ch, **{k: (round(v, 6) if isinstance(v, float) else v)
-                                                 for k, v in xf.describe().items()}}
-    return source, mapping, dims, described
-
-
-def _estimator(spec: GateSpec, dims: list[Dimension]):
-    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode")}
-    try:
-        if spec.method == "time_clean":
-            return TimeCleanGate(dims[0], gate_id=spec.id, **p)
-        if spec.method == "cells":
-            return CellsGate(dims, gate_id=spec.id, **p)
-        if spec.method == "singlets":
-            return SingletGate(dims, gate_id=spec.id, **p)
-        if spec.method == "viability":
-            return ViabilityGate(dims[0], gate_id=spec.id, **p)
-        if spec.method == "cd45_ssc":
-            # "No blasts" is a finding (reported as too few blasts), not a gating failure.
-            return CD45SSCPopulations(dims, population=spec.populations[0], gate_id=spec.populations[0],
-                                      require_population=False, **p)
-        if spec.method == "lineage":
-            return LineageGate(dims, mode=spec.params.get("mode", "any"), gate_id=spec.id, **p)
-    except TypeError as exc:
-        raise CD7FlowError(f"gate {spec.id}: bad params {sorted(spec.params)}: {exc}") from None
-    raise CD7FlowError(f"gate {spec.id}: method {spec.method} has no estimator here")
-
-
-def run_protocol_gates(sample: Sample, protocol: Protocol) -> GatedSample:
-    """Fit every gate of the protocol's sequence on ``sample``, parents first.
-
-    A gate marked ``optional`` whose channels are missing (or whose fit finds nothing)
-    is skipped: its population is its parent's, and ``skipped`` says why. A required
-    gate that cannot be fitted raises :class:`NotEvaluable` with the reason.
-    """
-    source, mapping, dims, described = _build_source(sample, protocol)
-    g = GatedSample(sample, source, mapping, dims, transforms=described)
-    g.masks["root"] = np.ones(sample.n_events, dtype=bool)
-    for spec in protocol.gates:
-        parent = g.masks[spec.parent]
-        present = [d for d in spec.dimensions if d in dims]
-        absent = [d for d in spec.dimensions if d not in dims]
-        usable = present if spec.method in ("lineage", "positive") else (present if not absent else [])
-        if not usable:
-            why = f"no channel for {', '.join(absent)}"
-            if not spec.optional:
-                raise NotEvaluable(f"marker missing: {', '.join(absent)} (gate {spec.id})")
-            _skip(g, spec, why)
-            continue
-        try:
-            _fit_gate(g, spec, usable, parent)
-        except (_GatingErrorBase, NotEvaluable) as exc:
-            if not spec.optional:
-                raise NotEvaluable(f"gate {spec.id} failed: {exc}") from None
-            _skip(g, spec, str(exc))
-    return g
-
-
-def _fit_positive(g: GatedSample, spec: GateSpec, dims: list[Dimension], keys: list[str], X: np.ndarray,
-                  parent: np.ndarray) -> None:
-    """Positive for any/all of the markers. Each threshold is median + n_sd robust SDs of a
-    negative reference population when the protocol names one with enough events (works
-    when the parent holds only positive cells, and shrugs off a few contaminants), else the
-    density valley on the parent's events."""
-    ref_name = spec.params.get("reference")
-    ref_mask = g.masks.get(ref_name) if ref_name else None
-    min_ref = int(spec.params.get("min_reference_events", 50))
-    use_ref = ref_mask is not None and ref_name not in g.skipped and np.count_nonzero(ref_mask) >= min_ref
-    pos, fitted = [], []
-    for j, d in enumerate(dims):
-        if use_ref:
-            est = RobustReferenceThreshold(d, n_sd=float(spec.params.get("n_sd", 4.0)),
-                                           min_reference_events=min_ref, gate_id=f"{spec.id}_{d.channel}")
-            est.fit(X[ref_mask, j])
-        else:
-            est = DensityThreshold(d, gate_id=f"{spec.id}_{d.channel}")
-            est.fit(X[parent, j])
-            if est.method_ != "valley":
-                raise NotEvaluable(f"no {keys[j]}-positive population (no density valley, no reference)")
-        fitted.append(est)
-        pos.append(est.predict(X[:, j]))
-    own = np.logical_or.reduce(pos) if spec.params.get("mode", "any") == "any" else np.logical_and.reduce(pos)
-    g.estimators[spec.id] = fitted
-    g.marker_positive[spec.id] = own  # the marker test on every event, whatever its parent
-    g.masks[spec.id] = parent & own
-
-
-def _skip(g: GatedSample, spec: GateSpec, why: str) -> None:
-    g.skipped[spec.id] = why
-    g.masks[spec.id] = g.masks[spec.parent]
-    for pop in spec.populations:
-        # Pass-through keeps later gates well defined; the population is marked skipped too.
-        g.skipped.setdefault(pop, f"population of {spec.id}: {why}")
-        g.masks.setdefault(pop, g.masks[spec.parent])
-
-
-def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarray) -> None:
-    dims = [g.dimensions[k] for k in keys]
-    X = np.column_stack([g.source.values(d) for d in dims])
-    Xp = X[parent]
-    if spec.method == "positive":
-        _fit_positive(g, spec, dims, keys, X, parent)
-        return
-    est = _estimator(spec, dims)
-    if spec.method == "lineage":
-        ref_name = spec.params.get("reference")
-        ref = None
-        if ref_name is not None:
-            ref_mask = g.masks[ref_name]
-            if np.count_nonzero(ref_mask) < 50:
-                raise NotEvaluable(f"reference {ref_name} has only {np.count_nonzero(ref_mask)} events")
-            ref = X[ref_mask]
-        est.fit(Xp, reference=ref)
-    else:
-        est.fit(Xp)
-    g.estimators[spec.id] = est
-    if spec.method == "cd45_ssc":
-        masks = est.predict_populations(X)
-        for pop, m in masks.items():
-            g.masks[pop] = parent & m
-        for pop in spec.populations:
-            g.masks.setdefault(pop, np.zeros_like(parent))
-        g.masks[spec.id] = parent & np.logical_or.reduce([m for p, m in masks.items() if p != "cd45_negative"])
-        return
-    g.masks[spec.id] = parent & est.predict(X)
-
-
-def fitted_strategy(g: GatedSample, protocol: Protocol):
-    """The fitted gates as a :class:`~cd7flow.datasource.GatingStrategy` (for Gating-ML export).
-
-    Applying it to the same sample gives the masks of ``g`` population for population:
-    every fitted geometry is added as an ordinary gate under its (effective) parent; a
-    union (several time intervals, "any of" markers, the CD45/SSC leukocytes) is a
-    boolean 'or' over sibling gates that are added with it. Skipped gates are left out
-    and their children hang from the skipped gate's parent.
-    """
-    from gating.gates import BooleanGate
-    from gating.tree import GatingTree
-
-    from ..datasource import GatingStrategy
-
-    tree = GatingTree()
-    path: dict[str, tuple[str, ...]] = {"root": ()}  # population name -> its path in the tree
-
-    def add(gate, parent: str) -> None:
-        tree.add(gate, path[parent] or None)
-        path[gate.id] = path[parent] + (gate.id,)
-
-    def union(gid: str, gates: list, parent: str, operator: str = "or", add_operands: bool = True) -> None:
-        if len(gates) == 1:
-            add(_renamed(gates[0], gid), parent)
-            return
-        if add_operands:
-            for gate in gates:
-                add(gate, parent)
-        add(BooleanGate(gid, operator, [path[parent] + (x.id,) for x in gates]), parent)
-
-    for spec in protocol.gates:
-        if spec.id in g.skipped or spec.parent not in path:
-            # Left out; children of a skipped gate hang from its parent, and a gate whose
-            # parent population was not found at all (e.g. no blasts) is left out with it.
-            if spec.parent in path:
-                path[spec.id] = path[spec.parent]
-                for pop in spec.populations:
-                    path[pop] = path[spec.parent]
-            continue
-        est = g.estimators[spec.id]
-        if spec.method == "time_clean":
-            union(spec.id, est.gates_, spec.parent)
-        elif spec.method == "positive":
-            op = "or" if spec.params.get("mode", "any") == "any" else "and"
-            union(spec.id, [e.gate_ for e in est], spec.parent, op)
-        elif spec.method == "lineage":
-            union(spec.id, est.gates_ if est.mode == "any" else [est.gate_], spec.parent)
-        elif spec.method == "cd45_ssc":
-            pops = [_renamed(x, pop) for pop, x in est.gates_.items()]
-            for gate in pops:
-                add(gate, spec.parent)
-            union(spec.id, [x for x in pops if x.id != "cd45_negative"], spec.parent, add_operands=False)
-        else:
-            add(_renamed(est.gate_, spec.id), spec.parent)
-    transforms = dict(g.source.transforms)
-    return GatingStrategy(tree=tree, transforms=transforms)
-
-
-def _renamed(gate, new_id: str):
-    import copy
-
-    if gate.id == new_id:
-        return gate
-    out = copy.copy(gate)
-    out.id = new_id
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -614,77 +324,3 @@ def screen_file(path: str | os.PathLike, protocol: Protocol | str = "screening",
         rec["fmo_sha256"] = fmo.sha256
     return rec
 
-
-# ----------------------------------------------------------------------------------------------
-# Plots (matplotlib, Agg backend; PNG written to a temporary name and renamed)
-# ----------------------------------------------------------------------------------------------
-def _save_atomic(fig, path: str) -> None:
-    import tempfile
-
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a plot is an ordinary output file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_plots(g: GatedSample, protocol: Protocol, rec: dict, blasts: np.ndarray, neg_mask: np.ndarray,
-                pos_mask: np.ndarray, plots_dir) -> list[str]:
-    """CD45/SSC with the blast gate, and CD7 histograms of blasts vs references with the threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    os.makedirs(plots_dir, exist_ok=True)
-    stem = os.path.splitext(rec["file"])[0]
-    written = []
-    cd45_gate = next(x for x in protocol.gates if x.method == "cd45_ssc")
-    parent = g.masks[cd45_gate.parent]
-    x, y = g.values("CD45"), g.values("ssc_a")
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot()
-    ax.scatter(x[parent], y[parent], s=1, c="0.6", alpha=0.4, rasterized=True, label=f"{cd45_gate.parent} events")
-    ax.scatter(x[blasts], y[blasts], s=1, c="tab:red", alpha=0.4, rasterized=True, label="blasts")
-    est = g.estimators.get(cd45_gate.id)
-    for pop, gate in (getattr(est, "gates_", None) or {}).items():
-        v = np.vstack([gate.vertices, gate.vertices[:1]])
-        ax.plot(v[:, 0], v[:, 1], lw=1.2, label=f"{pop} gate")
-    ax.set_xlabel(f"CD45 ({g.channels['CD45']}, {g.transforms['CD45'].get('kind')})")
-    ax.set_ylabel(f"SSC ({g.channels['ssc_a']}, {g.transforms.get('ssc_a', {}).get('kind', 'linear')})")
-    ax.set_title(f"{rec['file']}: blasts {rec['blasts']} ({(rec['blast_pct'] or 0):.1f}% of viable CD45+)", fontsize=9)
-    ax.legend(fontsize=7, markerscale=5, loc="upper left")
-    path = os.path.join(plots_dir, f"{stem}_cd45_ssc.png")
-    _save_atomic(fig, path)
-    written.append(path)
-
-    marker = protocol.settings["positivity"]["marker"]
-    xs = g.values(marker)
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    finite = np.isfinite(xs)
-    lo, hi = np.percentile(xs[finite & (blasts | neg_mask | pos_mask)], [0.1, 99.9])
-    bins = np.linspace(lo, hi, 120)
-    for mask, label, colour in ((blasts, f"blasts (n={rec['blasts']})", "tab:red"),
-                                (neg_mask, f"negative ref (n={rec['neg_ref_events']})", "tab:blue"),
-                                (pos_mask, f"positive ref (n={rec['pos_ref_events']})", "tab:green")):
-        if mask.any():
-            ax.hist(xs[mask & finite], bins=bins, histtype="step", density=True, color=colour, label=label)
-    if rec.get("cd7_threshold") is not None:
-        xf = g.source.transforms.get(g.dimensions[marker].transform)
-        t = float(xf.apply(np.array([rec["cd7_threshold"]]))[0]) if xf is not None else rec["cd7_threshold"]
-        ax.axvline(t, color="k", ls="--", lw=1, label="threshold")
-    ax.set_xlabel(f"{marker} ({g.channels[marker]}, {g.transforms[marker].get('kind')})")
-    ax.set_ylabel("density")
-    ax.set_title(f"{rec['file']}: {rec['cd7_pos_pct']:.1f}% {marker}+ blasts, {rec['verdict']} "
-                 f"({protocol.rule.text})", fontsize=9)
-    ax.legend(fontsize=7)
-    path = os.path.join(plots_dir, f"{stem}_{marker.lower()}_hist.png")
-    _save_atomic(fig, path)
-    written.append(path)
-    return written
