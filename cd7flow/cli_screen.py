@@ -21,7 +21,7 @@ def screen(
     from rich.console import Console
     from rich.table import Table
 
-    from .assays.screening import screen_file
+    from .assays.screening import screen_file, unreadable_record
     from .cli import find_fcs_files
     from .errors import CD7FlowError
     from .protocol import load_protocol
@@ -32,10 +32,25 @@ def screen(
     paths = find_fcs_files(files)
     if not paths:
         raise CD7FlowError(f"no .fcs or .lmd files found in {', '.join(map(str, files))}")
-    records = [screen_file(p, proto, fmo_path=fmo, plots_dir=plots) for p in paths]
+    if len(paths) == 1:  # one file: an unreadable file is simply the error (exit 2)
+        records = [screen_file(paths[0], proto, fmo_path=fmo, plots_dir=plots)]
+    else:  # a batch goes on past a bad file, lists it as not evaluable, and exits 1 at the end
+        records = []
+        for p in paths:
+            try:
+                records.append(screen_file(p, proto, fmo_path=fmo, plots_dir=plots))
+            except CD7FlowError as exc:
+                if fmo is not None and str(fmo) in str(exc):
+                    raise  # a bad FMO tube spoils every file: stop at once
+                typer.echo(f"error: {exc}", err=True)
+                records.append(unreadable_record(p, proto, exc))
+    failed = sum(1 for r in records if r.get("error"))
     if as_json:
         payload = records[0] if len(records) == 1 else records
         typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+        if failed:
+            typer.echo(f"{failed} of {len(records)} file(s) could not be read", err=True)
+            raise typer.Exit(1)
         return
     table = Table(title=f"CD7 screening — protocol {proto.name} v{proto.version} (rule: CD7+ blasts {proto.rule.text})")
     for col in ("file", "events", "viable singlets", "blasts", "blast %", "CD7+ % of blasts (95% CI)",
@@ -49,8 +64,10 @@ def screen(
         ci = r["cd7_pos_ci95"]
         verdict = {"positive": "[green]positive[/green]", "negative": "[yellow]negative[/yellow]"}.get(
             r["verdict"], f"[red]not evaluable[/red]: {r['reason']}")
+        if r.get("error"):
+            verdict = "[red]unreadable[/red] (error above)"
         table.add_row(
-            r["file"], f"{r['events']:,}", num(r["viable_singlets"], "{:,}"), num(r["blasts"], "{:,}"),
+            r["file"], num(r["events"], "{:,}"), num(r["viable_singlets"], "{:,}"), num(r["blasts"], "{:,}"),
             num(r["blast_pct"]),
             "-" if r["cd7_pos_pct"] is None else f"{r['cd7_pos_pct']:.1f} ({ci[0]:.1f}-{ci[1]:.1f})",
             num(r["cd7_mfi_blasts"], "{:.0f}"),
@@ -67,6 +84,9 @@ def screen(
             console.print(f"[dim]{r['file']}: {note}[/dim]")
         for p in r.get("plots") or []:
             console.print(f"[dim]wrote {p}[/dim]")
+    if failed:
+        typer.echo(f"{failed} of {len(records)} file(s) could not be read", err=True)
+        raise typer.Exit(1)
 
 
 def autogate(

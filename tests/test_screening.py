@@ -258,6 +258,20 @@ def test_cli_user_errors_are_one_line(demo, tmp_path):
     assert out.returncode == 2 and "bad.fcs" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_batch_goes_on_past_an_unreadable_file(demo, tmp_path):
+    folder, truth = demo
+    bad = tmp_path / "bad.fcs"
+    bad.write_bytes(b"FCS3.1    truncated")
+    out = _cli("screen", bad, folder / "P04_screening_BM.fcs", "--json")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "bad.fcs" in out.stderr and "1 of 2 file(s) could not be read" in out.stderr
+    first, second = json.loads(out.stdout)
+    assert set(JSON_KEYS) <= set(first)
+    assert first["file"] == "bad.fcs" and first["verdict"] == "not_evaluable" and "could not be read" in first["reason"]
+    assert second["verdict"] == "negative"
+    assert abs(second["cd7_pos_pct"] - truth["P04_screening_BM.fcs"]["blasts"]["cd7_positive_pct_of_blasts"]) < 2.0
+
+
 def test_cli_autogate_membership_csv(demo, tmp_path):
     folder, _ = demo
     csv_path = tmp_path / "m.csv"

@@ -107,6 +107,17 @@ def _blank(sample_path: str, sha: str | None, protocol: Protocol) -> dict[str, A
     return rec
 
 
+def unreadable_record(path: str | os.PathLike, protocol: Protocol, error: Exception) -> dict[str, Any]:
+    """The record of a file that could not be read at all, so a batch can go on and still list it.
+
+    The verdict is "not_evaluable" with the read error as the reason; ``error`` holds the
+    same text for scripts that tell "unreadable" from "not evaluable after gating".
+    """
+    rec = _blank(os.fspath(path), None, protocol)
+    rec.update(verdict="not_evaluable", reason=f"file could not be read: {error}", error=str(error))
+    return _round(rec)
+
+
 def _round(v: Any) -> Any:
     if isinstance(v, float):
         return float(f"{v:.6g}") if math.isfinite(v) else None
