@@ -118,6 +118,9 @@ def decode_floats(
     endian = _endian(significance)
     stride = n_par * nbytes
     if endian is not None:
+        filename = getattr(buf, "filename", None)
+        if filename is not None:
+            return _read_floats_from_file(filename, buf.offset + start, n_events, n_par, f"{endian}{kind}", where)
         raw = np.ndarray(shape=(n_events, n_par), dtype=f"{endian}{kind}", buffer=buf, offset=start)
         return raw.astype(f"={kind}")
     out = np.empty((n_events, n_par), dtype=f"={kind}")
@@ -125,6 +128,24 @@ def decode_floats(
         bits = _gather_uint(buf, start + j * nbytes, n_events, stride, significance)
         out[:, j] = bits.astype(f"=u{nbytes}").view(f"={kind}")
     return out
+
+
+def _read_floats_from_file(filename: str, offset: int, n_events: int, n_par: int, dtype: str, where) -> np.ndarray:
+    """Read a contiguous float DATA segment straight into an owned, writable native array.
+
+    Copying out of the memory map would leave the file's pages mapped beside the copy
+    (peak RSS twice the event matrix); np.fromfile has the kernel copy once into the
+    array, and a foreign byte order is then swapped in place.
+    """
+    count = n_events * n_par
+    with open(filename, "rb") as fh:
+        events = np.fromfile(fh, dtype=dtype, count=count, offset=offset)
+    if events.size != count:  # the file shrank since it was mapped
+        raise FCSDataError(where, f"DATA segment ends early: read {events.size:,} of {count:,} values")
+    if not events.dtype.isnative:
+        events.byteswap(inplace=True)
+        events = events.view(events.dtype.newbyteorder("="))
+    return events.reshape(n_events, n_par)
 
 
 def _float_column(buf: np.ndarray, offset: int, n: int, stride: int, nbytes: int, order, where) -> np.ndarray:
