@@ -166,13 +166,27 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
         x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
         if y1 == y2:
             continue  # a horizontal edge never straddles a ray
-        straddles = (y1 > py) != (y2 > py)
+        # exactly one end strictly above the point <=> min(y1, y2) <= y < max(y1, y2); only the
+        # events in that band need the crossing test, which saves most of the arithmetic
+        # (when the band holds most events, gathering them costs more than it saves)
+        in_band = (py >= min(y1, y2)) & (py < max(y1, y2))
+        n_band = int(np.count_nonzero(in_band))
+        if n_band == 0:
+            continue
+        if n_band > px.size // 4:
+            band, bx, by = None, px, py
+        else:
+            band = np.flatnonzero(in_band)
+            bx, by = px[band], py[band]
         # "point left of the edge's crossing" as the sign of an orientation product rather than
         # a division: a point exactly on a sloped edge then gives exactly 0 and is classed by the
         # half-open rule instead of by rounding noise.
-        cross = (x2 - x1) * (py - y1) - (px - x1) * (y2 - y1)
+        cross = (x2 - x1) * (by - y1) - (bx - x1) * (y2 - y1)
         left = cross > 0 if y2 > y1 else cross < 0
-        inside ^= straddles & left
+        if band is None:
+            inside ^= in_band & left
+        else:
+            inside[band[left]] ^= True
     result[candidates] = inside
     return result
 
