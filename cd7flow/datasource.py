@@ -1,8 +1,17 @@
 """The DataSource that gates read a Sample through: compensation, derived ratios, transforms.
 
 ``SampleSource(sample, compensations, transforms, derived)`` answers
-``values(Dimension)`` for the gating tree. Each distinct dimension is computed once
-and cached; each compensation is applied once to the whole event matrix.
+``values(Dimension)`` for the gating tree, always as float64 (a float32 sample is
+widened, so gate limits are compared at full precision).
+
+Memory: only what costs work is kept. Each compensation is applied once, to the
+channels its matrix covers, as one float64 block; compensated columns are views of
+it. Transformed and ratio dimensions are computed once and cached (float64).
+Stored, uncompensated, untransformed channels are not cached: a float64 sample
+serves read-only views of its event matrix, a float32 one a fresh float64 copy per
+call (cheap next to a transform, and it would double the matrix to keep). A
+viewer calls :meth:`SampleSource.retain` / :meth:`SampleSource.clear_cache` to let
+go of columns it no longer shows.
 
 Compensation references (Gating-ML): ``None`` or ``"uncompensated"`` = values as
 stored; ``"FCS"`` = the sample's own spillover matrix (no matrix = as stored, as the
@@ -107,8 +116,36 @@ class SampleSource:
     def n_events(self) -> int:
         return self.sample.n_events
 
+    # ---- cache control -------------------------------------------------------
+    def clear_cache(self) -> None:
+        """Forget every computed column and compensated block (they are recomputed on demand)."""
+        self._cache.clear()
+        self._compensated.clear()
+
+    def retain(self, dimensions) -> None:
+        """Keep cached columns only for ``dimensions`` (and the compensations they use)."""
+        keep = set(dimensions)
+        self._cache = {d: v for d, v in self._cache.items() if d in keep}
+        used = {d.compensation for d in keep}
+        self._compensated = {c: b for c, b in self._compensated.items() if c in used}
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the cache (compensated blocks counted once, views of them not again)."""
+        owners: dict[int, int] = {}
+        for arr in [*self._cache.values(), *(b for b, _ in self._compensated.values())]:
+            base = arr
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if base is self.sample.events or (isinstance(self.sample.events, np.ndarray)
+                                              and np.may_share_memory(base, self.sample.events)):
+                continue  # a view of the sample's own matrix costs nothing
+            owners[id(base)] = base.nbytes
+        return sum(owners.values())
+
     # ---- channels under a compensation ---------------------------------
     def _raw(self, channel: str) -> np.ndarray:
+        """A stored channel as float64: a view when the sample is float64, else a new array."""
         try:
             return np.asarray(self.sample.values(channel), dtype=np.float64)
         except ChannelNotFound as exc:
@@ -150,8 +187,12 @@ class SampleSource:
 
     def channel_values(self, channel: str, compensation: str | None) -> np.ndarray:
         """One channel after the named compensation (before any transform), float64."""
+        return self._channel(channel, compensation)[0]
+
+    def _channel(self, channel: str, compensation: str | None) -> tuple[np.ndarray, bool]:
+        """(values, is_compensated_column): False means the stored channel (see ``_raw``)."""
         if compensation in UNCOMPENSATED_IDS:
-            return self._raw(channel)
+            return self._raw(channel), False
         block, index = self._compensate(compensation)
         i = index.get(channel)
         if i is None:
@@ -168,8 +209,8 @@ class SampleSource:
                 except ChannelNotFound:
                     continue
         if i is None:
-            return self._raw(channel)  # not covered by the matrix (scatter, time)
-        return block[:, i]
+            return self._raw(channel), False  # not covered by the matrix (scatter, time)
+        return block[:, i], True
 
     # ---- DataSource --------------------------------------------------------
     def values(self, dimension: Dimension) -> np.ndarray:
@@ -177,18 +218,23 @@ class SampleSource:
         if cached is not None:
             return cached
         ratio = self.derived.get(dimension.channel)
+        stored = False
         if ratio is not None:
             values = ratio.compute(
                 self.channel_values(ratio.numerator, dimension.compensation),
                 self.channel_values(ratio.denominator, dimension.compensation),
             )
         else:
-            values = self.channel_values(dimension.channel, dimension.compensation)
+            values, compensated = self._channel(dimension.channel, dimension.compensation)
+            stored = not compensated
         if dimension.transform is not None:
             values = self._transform(dimension.transform, values)
+            stored = False
         values = np.asarray(values, dtype=np.float64)
         values.setflags(write=False)
-        self._cache[dimension] = values
+        # a stored channel is cached only when it is a free view (float64 sample)
+        if not stored or np.may_share_memory(values, self.sample.events):
+            self._cache[dimension] = values
         return values
 
     def _transform(self, transform_id: str, values: np.ndarray) -> np.ndarray:
