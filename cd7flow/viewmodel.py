@@ -8,7 +8,9 @@ gating tree, the Gating-ML and FCS writers).
 
 Memory: the event matrix of a Sample is never copied by the model. Columns are
 asked from a data source by :class:`~gating.dimensions.Dimension` (channel,
-compensation, transform), which computes each dimension once and caches it.
+compensation, transform), which caches transformed/compensated columns. Only the
+current sample keeps a source: switching sample clears the others' caches, and a
+view change drops cached columns that neither the axes nor a gate use.
 Display is downsampled: dot plots draw at most :data:`MAX_DISPLAY_DOTS` events
 (a fixed, seeded random subset per sample, so the picture does not flicker),
 while density plots, histograms, counts and statistics use every event.
@@ -25,7 +27,7 @@ import numpy as np
 
 from gating.dimensions import Dimension
 from gating.errors import GatingError as _AnyGatingError
-from gating.gates import Gate, PolygonGate, RectangleGate
+from gating.gates import BooleanGate, EllipsoidGate, Gate, PolygonGate, QuadrantGate, RectangleGate
 from gating.stats import channel_statistics, population_table, write_table_csv
 from gating.tree import GatingResult, GatingTree
 
@@ -194,12 +196,15 @@ class ViewerModel:
             raise CD7FlowError(f"no sample number {index} (have {len(self.samples)})")
         self.current_index = index
         sample = self.samples[index]
+        for key in [k for k in self._sources if k != id(sample)]:
+            self._sources.pop(key).clear_cache()  # computed columns of a sample no longer shown
         # Keep the axes when the new sample has those channels; else pick sensible defaults.
         if self.x_channel not in sample.channels or self.y_channel not in sample.channels:
             self.x_channel, self.y_channel = _default_axes(sample)
         if sample.spillover is None:
             self.compensated = False
         self._result = None
+        self._trim_cache()
         self.events.current.emit()
         self.events.gates.emit()
 
@@ -225,6 +230,7 @@ class ViewerModel:
         self.y_channel = y or self.y_channel
         self.x_transform = x_transform or self.x_transform
         self.y_transform = y_transform or self.y_transform
+        self._trim_cache()
         self.events.view.emit()
 
     @property
@@ -235,12 +241,14 @@ class ViewerModel:
         if on and not self.can_compensate:
             raise CD7FlowError(f"{self.sample.name if self.sample else 'no sample'} carries no spillover matrix")
         self.compensated = bool(on)
+        self._trim_cache()
         self.events.view.emit()
 
     def set_plot_mode(self, mode: str) -> None:
         if mode not in PLOT_MODES:
             raise CD7FlowError(f"unknown plot mode {mode!r}; choose one of {PLOT_MODES}")
         self.plot_mode = mode
+        self._trim_cache()
         self.events.view.emit()
 
     def dimension(self, axis: str) -> Dimension:
@@ -265,7 +273,8 @@ class ViewerModel:
         tid = f"{kind}_T{top:g}"
         if tid not in self._transforms:
             self._transforms[tid] = make_display_transform(kind, top, tid)
-            self._sources.clear()  # sources were built with the old transform table
+            for src in self._sources.values():  # a new id invalidates nothing already cached
+                src.transforms[tid] = self._transforms[tid]
         return tid
 
     # ---- data -------------------------------------------------------------
@@ -282,6 +291,17 @@ class ViewerModel:
             src = self.strategy().source(s)
             self._sources[id(s)] = src
         return src
+
+    def _trim_cache(self) -> None:
+        """Drop the current source's cached columns that neither the axes nor any gate use."""
+        s = self.sample
+        src = self._sources.get(id(s)) if s is not None else None
+        if src is None or not hasattr(src, "retain"):
+            return
+        keep = {d for g, _ in self._gates for d in g.dimensions}
+        if self.x_channel in s.channels and self.y_channel in s.channels:
+            keep |= {self.dimension("x"), self.dimension("y")}
+        src.retain(keep)
 
     def values(self, axis: str) -> np.ndarray:
         """All events' values on the 'x' or 'y' axis (display units: after compensation and transform)."""
@@ -571,6 +591,8 @@ class ViewerModel:
         self._transforms.update(strategy.transforms)
         self._compensations = dict(strategy.compensations)
         self._derived = dict(strategy.derived)
+        for src in self._sources.values():  # new compensation/transform tables: recompute
+            src.clear_cache()
         self._sources.clear()
         self._gates = gates
         self.selected = ROOT
