@@ -503,26 +503,97 @@ class ViewerModel:
         self.events.selection.emit()
 
     def gates_on_axes(self) -> list[tuple[PopulationPath, Gate]]:
-        """Rectangle/polygon gates drawn in the plot's current space, with their paths.
+        """Rectangle/polygon/range gates drawn (editable) in the plot's current space, with their paths."""
+        return [(o.path, o.gate) for o in self.gate_overlays()[0] if o.kind == "roi"]
 
-        2-D gates must match both axes' dimensions; 1-D range gates match the x axis
-        in histogram mode only.
+    def gate_overlays(self) -> tuple[list["GateOverlay"], list[str]]:
+        """What the plot draws for the loaded gates, and why the others are not drawn.
+
+        Returns (overlays, reasons). A gate is drawn only when each of its dimensions is
+        one of the plotted axes: same channel, same effective compensation ("FCS" on a
+        channel the file's matrix does not cover is the stored value) and the same
+        transform (same id, or the same kind and parameters). Geometry is in the
+        plot's coordinates. Boolean gates have no geometry and are not listed.
         """
         if self.sample is None:
-            return []
-        dx, dy = self.dimension("x"), self.dimension("y")
-        out = []
+            return [], []
+        overlays: list[GateOverlay] = []
+        reasons: list[str] = []
+        axes = ("x",) if self.plot_mode == "histogram" else ("x", "y")
         for gate, parent in self._gates:
-            if not isinstance(gate, (RectangleGate, PolygonGate)):
+            if isinstance(gate, BooleanGate):
                 continue
-            dims = tuple(gate.dimensions)
-            if self.plot_mode == "histogram":
-                ok = dims == (dx,)
+            where, why = [], None
+            for d in gate.dimensions:
+                axis, why = self._axis_for(d, axes)
+                if axis is None:
+                    break
+                where.append(axis)
+            if why is None and isinstance(gate, (RectangleGate, PolygonGate)) and tuple(where) != axes:
+                why = (f"a {len(where)}-D gate on a {len(axes)}-D plot" + (" (use histogram mode)" if len(where) == 1 else "")
+                       if len(where) != len(axes) else "its dimensions are the plot's axes swapped")
+            if why is None and isinstance(gate, EllipsoidGate):
+                why = _ellipse_problem(gate, axes)
+            if why is not None:
+                reasons.append(f"{gate.id}: {why}")
+                continue
+            path = parent + (gate.id,)
+            if isinstance(gate, QuadrantGate):
+                overlays.append(_quadrant_overlay(gate, parent, dict(zip((d.id for d in gate.dividers), where))))
+            elif isinstance(gate, EllipsoidGate):
+                order = [where.index("x"), where.index("y")]  # the gate may list y first
+                overlays.append(GateOverlay("ellipse", path, gate, outline=ellipse_outline(
+                    gate.mean[order], gate.inverse_covariance[np.ix_(order, order)], gate.distance_square)))
             else:
-                ok = dims == (dx, dy)
-            if ok:
-                out.append((parent + (gate.id,), gate))
-        return out
+                overlays.append(GateOverlay("roi", path, gate))
+        return overlays, reasons
+
+    def _axis_for(self, dim: Dimension, axes: Sequence[str]) -> tuple[str | None, str | None]:
+        """The plotted axis showing ``dim`` (None, reason when none does)."""
+        s = self._need_sample()
+        try:
+            col = s.channel(dim.channel)
+        except (CD7FlowError, LookupError, ValueError):
+            if dim.channel in self._derived:
+                return None, f"on the ratio {dim.channel}, which the plot cannot show"
+            if dim.compensation not in (None, "", "uncompensated", "FCS"):
+                return None, f"on {dim.channel} of compensation {dim.compensation}, which the plot cannot show"
+            return None, f"on {dim.channel}, which this sample does not have"
+        why = f"on {s.channels[col]}, not plotted"
+        for axis in axes:
+            shown = self.dimension(axis)
+            if s.channel(shown.channel) != col:
+                continue
+            if self._effective_comp(dim.compensation, col) != self._effective_comp(shown.compensation, col):
+                return None, (f"{s.channels[col]} is {_comp_words(dim.compensation)} in the gate but "
+                              f"{_comp_words(shown.compensation)} on the plot")
+            if not self._same_transform(dim.transform, shown.transform):
+                return None, (f"{s.channels[col]} uses transform {dim.transform or 'none (linear)'} in the gate, "
+                              f"the plot shows {shown.transform or 'linear'}")
+            return axis, None
+        return None, why
+
+    def _effective_comp(self, comp: str | None, col: int) -> str | None:
+        if comp in (None, "", "uncompensated"):
+            return None
+        if comp == "FCS":
+            s = self._need_sample()
+            covered = {s.channel(c) for c in _spill_channels(s)}
+            return "FCS" if col in covered else None
+        return comp
+
+    def _same_transform(self, a: str | None, b: str | None) -> bool:
+        if a == b:
+            return True
+        ta, tb = self._transforms.get(a), self._transforms.get(b)
+        if ta is None or tb is None or type(ta) is not type(tb) or not hasattr(ta, "params"):
+            return False
+        return ta.params() == tb.params()
+
+    def population_count(self, path: PopulationPath) -> tuple[int, float]:
+        """(events, percent of parent) of a population of the current sample."""
+        r = self.result()
+        return r.count(path), r.percent_of_parent(path)
 
     def select(self, path: PopulationPath) -> None:
         path = tuple(path)
@@ -606,6 +677,68 @@ class ViewerModel:
 
         write_gatingml(self.strategy(), path)
         return Path(path)
+
+
+@dataclass(frozen=True)
+class GateOverlay:
+    """One gate as the plot draws it (plot coordinates).
+
+    kind "roi": a rectangle/range/polygon gate (editable). kind "ellipse": ``outline``
+    is a closed (n, 2) x/y polyline on the exact ellipse. kind "quadrant": ``lines`` are
+    ("x" | "y", value) dividers, ``cells`` are (population path, (x_lo, x_hi), (y_lo, y_hi))
+    with +-inf for open sides.
+    """
+
+    kind: str
+    path: PopulationPath
+    gate: Gate
+    outline: np.ndarray | None = None
+    lines: tuple[tuple[str, float], ...] = ()
+    cells: tuple[tuple[PopulationPath, tuple[float, float], tuple[float, float]], ...] = ()
+
+
+def ellipse_outline(mean, inverse_covariance, distance_square: float, n: int = 241) -> np.ndarray:
+    """Closed (n, 2) polyline of the points p with (p - mean)' S (p - mean) = distance_square.
+
+    S is the symmetric part of ``inverse_covariance`` (the quadratic form the gate
+    evaluates only sees that). With S = L L' (Cholesky), p = mean + sqrt(d2) L'^-1 u for
+    unit vectors u lies exactly on the ellipse.
+    """
+    sym = (np.asarray(inverse_covariance, float) + np.asarray(inverse_covariance, float).T) / 2
+    lower = np.linalg.cholesky(sym)
+    t = np.linspace(0.0, 2 * np.pi, n)
+    unit = np.vstack([np.cos(t), np.sin(t)])
+    pts = np.linalg.solve(lower.T, unit) * math.sqrt(distance_square)
+    return (np.asarray(mean, float)[:, None] + pts).T
+
+
+def _ellipse_problem(gate: EllipsoidGate, axes: Sequence[str]) -> str | None:
+    if len(gate.dimensions) != 2 or len(axes) != 2:
+        return f"a {len(gate.dimensions)}-D ellipsoid cannot be drawn on a {len(axes)}-D plot"
+    sym = (gate.inverse_covariance + gate.inverse_covariance.T) / 2
+    if not np.all(np.linalg.eigvalsh(sym) > 0):
+        return "its covariance is not positive definite (not an ellipse)"
+    return None
+
+
+def _quadrant_overlay(gate: QuadrantGate, parent: PopulationPath, axis_of: dict[str, str]) -> GateOverlay:
+    lines = tuple((axis_of[d.id], float(v)) for d in gate.dividers for v in d.values)
+    cells = []
+    for q in gate.quadrants:
+        box = {"x": [-math.inf, math.inf], "y": [-math.inf, math.inf]}
+        for ref, location in q.positions.items():
+            d = next(dv for dv in gate.dividers if dv.id == ref)
+            k = int(np.searchsorted(np.asarray(d.values), float(location), side="right"))
+            lo = d.values[k - 1] if k > 0 else -math.inf
+            hi = d.values[k] if k < len(d.values) else math.inf
+            b = box[axis_of[ref]]
+            b[0], b[1] = max(b[0], lo), min(b[1], hi)
+        cells.append((parent + (q.id,), tuple(box["x"]), tuple(box["y"])))
+    return GateOverlay("quadrant", parent + (gate.id,), gate, lines=lines, cells=tuple(cells))
+
+
+def _comp_words(comp: str | None) -> str:
+    return "uncompensated" if comp in (None, "", "uncompensated") else f"compensated ({comp})"
 
 
 def _spill_channels(sample: Sample) -> set[str]:

@@ -468,3 +468,63 @@ def test_real_mouse_drag_and_clicks_draw_gates(window, fcs_file, raw_events):
     poly = rows[1].gate
     assert poly.vertices.shape == (3, 2)
     assert rows[1].count == int(MplPath(poly.vertices).contains_points(raw_events[:, :2]).sum()) > 0
+
+
+# ---------------------------------------------------------------- quadrant and ellipse gates, memory
+def test_quadrant_and_ellipse_gates_are_drawn_with_their_geometry(window, shared_data):
+    import pyqtgraph as pg
+
+    ref = shared_data / "flowkit" / "data" / "gate_ref"
+    window.open_paths([ref / "data1.fcs"])
+    m, view = window.model, window.plot_view
+    m.set_axes(x="FL2-H", y="FL4-H", x_transform="linear", y_transform="linear")
+    m.load_gatingml(ref / "gml" / "gml_quadrant1_gate.xml")
+    items = view.overlays[("Quadrant1",)]
+    lines = sorted((round(i.angle) % 180, i.value()) for i in items if isinstance(i, pg.InfiniteLine))
+    assert lines == [(0, 14.22417), (90, 12.14748)]  # horizontal FL4 divider, vertical FL2 divider
+    texts = {i.toPlainText().split("\n")[0]: i for i in items if isinstance(i, pg.TextItem)}
+    truth = int(np.loadtxt(ref / "truth" / "Results_FL2P-FL4P.txt", dtype=int).sum())
+    assert f"{truth:,}" in texts["FL2P-FL4P"].toPlainText()
+    pos = texts["FL2P-FL4P"].pos()
+    assert pos.x() > 12.14748 and pos.y() > 14.22417  # label sits in its own cell
+
+    m.load_gatingml(ref / "gml" / "gml_ellipse1_gate.xml")
+    assert ("Ellipse1",) not in view.overlays and any("Ellipse1" in r for r in view.not_drawn)
+    assert "Ellipse1" in window.statusBar().currentMessage()
+    m.set_axes(x="FL4-H", y="FL3-H")  # the gate lists FL3-H first: drawn swapped
+    curve = next(i for i in view.overlays[("Ellipse1",)] if isinstance(i, pg.PlotCurveItem))
+    x, y = curve.getData()
+    d = np.column_stack([y, x]) - [12.99701, 16.22941]  # back to the gate's (FL3-H, FL4-H) order
+    inv = np.linalg.inv([[62.5, 37.5], [37.5, 62.5]])
+    np.testing.assert_allclose(np.einsum("ni,ij,nj->n", d, inv, d), 1.0, rtol=1e-9)
+    assert np.ptp(d[:, 0]) == pytest.approx(2 * np.sqrt(62.5), rel=1e-3)  # spans the whole ellipse
+    m.set_axes(x_transform="logicle")
+    assert ("Ellipse1",) not in view.overlays
+    assert any("transform" in r and "Ellipse1" in r for r in view.not_drawn)
+
+
+def test_stored_float32_channels_are_not_cached_as_float64(fcs_file):
+    from cd7flow.datasource import SampleSource
+    from cd7flow.io.fcs_read import read_fcs
+    from gating.dimensions import Dimension
+
+    sample = read_fcs(fcs_file)
+    assert sample.events.dtype == np.float32
+    src = SampleSource(sample)
+    raw = src.values(Dimension("FL1-A"))
+    assert raw.dtype == np.float64 and np.array_equal(raw, sample.events[:, 2].astype(np.float64))
+    assert src.cached_bytes == 0
+    src.values(Dimension("FL1-A", "FCS"))
+    src.values(Dimension("FL2-A", "FCS"))
+    assert src.cached_bytes == sample.n_events * 2 * 8  # one compensated block for both channels
+    src.clear_cache()
+    assert src.cached_bytes == 0
+
+
+def test_switching_sample_clears_the_previous_sources_cache(window, fcs_file):
+    window.open_paths([fcs_file])
+    first = window.model.source()
+    window.model.values("x")
+    assert first.cached_bytes > 0
+    window.open_paths([fcs_file])
+    assert first.cached_bytes == 0 and window.model.source() is not first

@@ -180,6 +180,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plot_view.sigToolFinished.connect(self.controls.release_tools)
         for widget in (self.plot_view, self.populations):
             widget.sigError.connect(self.show_error)
+        self.plot_view.sigStatus.connect(self._plot_note)
         self._build_menus()
         self.model.events.current.connect(self._update_actions)
         self.model.events.gates.connect(self._update_actions)
@@ -235,6 +236,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_clear.setEnabled(has_gates)
         title = "cd7flow viewer"
         self.setWindowTitle(f"{self.model.sample.name} - {title}" if has_sample else title)
+
+    def _plot_note(self, note: str) -> None:
+        """Show which gates the plot cannot draw; clear an earlier such note once all are drawn."""
+        if note:
+            self.statusBar().showMessage(note, 20000)
+        elif self.statusBar().currentMessage().startswith("not drawn:"):
+            self.statusBar().clearMessage()
 
     # ---- errors -----------------------------------------------------------
     def show_error(self, message: str, title: str = "cd7flow") -> None:

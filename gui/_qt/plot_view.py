@@ -93,6 +93,7 @@ class PlotView(QtWidgets.QWidget):
     """pyqtgraph plot of the current sample's selected population, observing the model."""
 
     sigError = QtCore.Signal(str)
+    sigStatus = QtCore.Signal(str)  # a note for the status bar (e.g. which gates are not drawn, why)
     sigToolFinished = QtCore.Signal()
 
     def __init__(self, model: ViewerModel, parent=None):
@@ -112,6 +113,8 @@ class PlotView(QtWidgets.QWidget):
         for item in (self.image, self.dots, self.hist_curve):
             self.plot.addItem(item)
         self.rois: dict[tuple[str, ...], pg.GraphicsObject] = {}
+        self.overlays: dict[tuple[str, ...], list[pg.GraphicsObject]] = {}  # quadrant/ellipse items by gate path
+        self.not_drawn: list[str] = []  # "gate: reason" for gates the current axes cannot show
         self.title = QtWidgets.QLabel()
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -214,12 +217,29 @@ class PlotView(QtWidgets.QWidget):
         for roi in self.rois.values():
             self.plot.removeItem(roi)
         self.rois.clear()
+        for items in self.overlays.values():
+            for item in items:
+                self.plot.removeItem(item)
+        self.overlays.clear()
 
     def _draw_gates(self) -> None:
         m = self.model
         xr = self.viewbox.viewRange()[0]
         yr = self.viewbox.viewRange()[1]
-        for path, gate in m.gates_on_axes():
+        overlays, reasons = m.gate_overlays()
+        self.not_drawn = reasons
+        self.sigStatus.emit("not drawn: " + "; ".join(reasons) if reasons else "")
+        for ov in overlays:
+            pen = SELECTED_GATE_PEN if m.selected[: len(ov.path)] == ov.path else GATE_PEN
+            if ov.kind == "ellipse":
+                curve = pg.PlotCurveItem(ov.outline[:, 0], ov.outline[:, 1], pen=pen)
+                label = pg.TextItem(ov.path[-1], color=pen.color(), anchor=(0.5, 1))
+                top = int(np.argmax(ov.outline[:, 1]))
+                label.setPos(float(ov.outline[top, 0]), float(ov.outline[top, 1]))
+                self._add_overlay(ov.path, curve, label)
+            elif ov.kind == "quadrant":
+                self._draw_quadrant(ov, xr, yr)
+        for path, gate in ((o.path, o.gate) for o in overlays if o.kind == "roi"):
             pen = SELECTED_GATE_PEN if m.selected[: len(path)] == path else GATE_PEN
             if isinstance(gate, PolygonGate):
                 roi = pg.PolyLineROI([tuple(v) for v in gate.vertices], closed=True, pen=pen, movable=True)
@@ -239,6 +259,34 @@ class PlotView(QtWidgets.QWidget):
                 lambda r, p=path: QtCore.QTimer.singleShot(0, lambda: self._roi_edited(p, r)))
             self.plot.addItem(roi)
             self.rois[path] = roi
+
+    def _add_overlay(self, path, *items) -> None:
+        for item in items:
+            item.setZValue(50)
+            self.plot.addItem(item, ignoreBounds=True)
+        self.overlays.setdefault(path, []).extend(items)
+
+    def _draw_quadrant(self, ov, xr, yr) -> None:
+        """Divider lines across the plot and, in each visible cell, its name, count and % of parent."""
+        m = self.model
+        items = [pg.InfiniteLine(pos=v, angle=90 if axis == "x" else 0, pen=GATE_PEN, movable=False)
+                 for axis, v in ov.lines]
+        for path, *cell in ov.cells:
+            lo_hi = []
+            for (lo, hi), (vlo, vhi) in zip(cell, (xr, yr)):
+                lo, hi = max(lo, vlo), min(hi, vhi)
+                lo_hi.append((lo, hi))
+            (x0, x1), (y0, y1) = lo_hi
+            if x1 <= x0 or y1 <= y0:
+                continue  # the cell is outside the visible range
+            count, pct = m.population_count(path)
+            selected = m.selected == path
+            text = pg.TextItem(f"{path[-1]}\n{count:,} ({pct:.1f}%)", anchor=(0.5, 0.5),
+                               color=SELECTED_GATE_PEN.color() if selected else GATE_PEN.color(),
+                               fill=pg.mkBrush(255, 255, 255, 170))
+            text.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+            items.append(text)
+        self._add_overlay(ov.path, *items)
 
     def _roi_edited(self, path, roi) -> None:
         try:
