@@ -300,7 +300,10 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
             if key not in allowed_params:
                 raise c.fail(f"{where}.params.{key}",
                              f"unknown parameter for method {method} (allowed: {', '.join(sorted(allowed_params))})")
-            if isinstance(params[key], (dict, list)):
+            if key == "reference_exclude":  # a list of populations (checked below)
+                if not isinstance(params[key], list) or not all(isinstance(x, str) for x in params[key]):
+                    raise c.fail(f"{where}.params.{key}", "must be a list of population names")
+            elif isinstance(params[key], (dict, list)):
                 raise c.fail(f"{where}.params.{key}", "must be a number, string or boolean")
         optional = g.get("optional", False)
         if not isinstance(optional, bool):
@@ -319,6 +322,9 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         populations.add(gid)
         if method in ("lineage", "positive") and "reference" in params and params["reference"] not in populations:
             raise c.fail(f"{where}.params.reference", f"{params['reference']!r} is not a population defined above")
+        for other in params.get("reference_exclude", []):
+            if other not in populations:
+                raise c.fail(f"{where}.params.reference_exclude", f"{other!r} is not a population defined above")
         gates.append(GateSpec(gid, method, parent, dims, dict(params), optional, pops))
 
     settings: dict[str, dict[str, Any]] = {}
@@ -347,7 +353,7 @@ def _gate_params(method: str) -> set[str]:
     fixed = {"self", "dimension", "dimensions", "gate_id", "population", "require_population"}
     names = set() if estimator is None else set(inspect.signature(estimator.__init__).parameters) - fixed
     if method == "lineage":
-        names |= {"reference"}
+        names |= {"reference", "reference_exclude"}
     if method == "positive":
         names = {"reference", "mode", "n_sd", "min_reference_events"}
     return names

@@ -141,7 +141,7 @@ def _build_source(sample: Sample, protocol: Protocol) -> tuple[SampleSource, dic
 
 
 def _estimator(spec: GateSpec, dims: list[Dimension]):
-    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode")}
+    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode", "reference_exclude")}
     try:
         if spec.method == "time_clean":
             return TimeCleanGate(dims[0], gate_id=spec.id, **p)
@@ -243,6 +243,12 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
         ref = None
         if ref_name is not None:
             ref_mask = g.masks[ref_name]
+            # Spreading error from a bright neighbour channel can push a few T cells over the
+            # CD19 threshold; events positive for an excluded gate's markers (e.g. CD3/CD56 of
+            # t_nk_cells) are never negative reference, or its 99th percentile jumps to them.
+            for other in spec.params.get("reference_exclude", []):
+                if other in g.marker_positive:
+                    ref_mask = ref_mask & ~g.marker_positive[other]
             if np.count_nonzero(ref_mask) < 50:
                 raise NotEvaluable(f"reference {ref_name} has only {np.count_nonzero(ref_mask)} events")
             ref = X[ref_mask]

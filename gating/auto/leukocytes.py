@@ -190,6 +190,32 @@ class CD45SSCPopulations(AutoGate):
                 dc, ds = (means[c] - means[top]) / np.sqrt(var[c] + var[top])
                 if ds <= -self.mono_ssc_gap and dc >= self.dim_gap:
                     names[c] = "monocytes"
+        # Monocytes can also sit more than dim_gap below the lymphocytes on CD45 with an SSC
+        # between lymphocytes and granulocytes (tight clusters make every separation large).
+        # Blasts are CD45-dim, dimmer than monocytes: a cluster with
+        # SSC clearly above the lymphocytes that is brighter than the granulocytes on CD45 is
+        # monocytes, not the top of the dim (blast) group.
+        gran = [c for c, name in names.items() if name == "granulocytes"]
+        if gran:
+            top = max(gran, key=lambda c: means[c, 1])
+            for c in list(dim):
+                ds_lymph = sep[c][1]
+                dc_gran, ds_gran = (means[c] - means[top]) / np.sqrt(var[c] + var[top])
+                if ds_lymph >= self.mono_ssc_gap and dc_gran >= self.dim_gap and ds_gran <= -self.mono_ssc_gap:
+                    names[c] = "monocytes"
+                    dim.remove(c)
+            # SSC-low clusters brighter than the granulocytes on CD45 while another dim cluster
+            # lies at or below them: the dimmer one is the blasts, the brighter a lymphocyte
+            # subset (B and NK cells are a little CD45-dimmer than T cells, and tight clusters
+            # separate them from the T cells by more than dim_gap).
+            def brighter_than_gran(c):
+                return (means[c, 0] - means[top, 0]) / np.sqrt(var[c, 0] + var[top, 0]) >= self.dim_gap
+
+            bright = [c for c in dim if sep[c][1] < self.mono_ssc_gap and brighter_than_gran(c)]
+            if any(not brighter_than_gran(c) for c in dim):
+                for c in bright:
+                    names[c] = "lymphocytes"
+                    dim.remove(c)
         # CD45-dim/negative SSC-low components, brightest first, are grouped while each is
         # within negative_merge_gap (CD45 separation) of the previous one: one broad blast
         # population often takes several components. The brightest group is the blasts;
