@@ -56,6 +56,8 @@ class Tube:
     decades: float = 4.5          # dynamic range: cofactor c = fl_range * 10**-decades
     n_events: int = 20000
     time: bool = True
+    blast_cd45: float = 0.45      # blast CD45 level (lymphocytes ~0.85, granulocytes ~gran_cd45)
+    gran_cd45: float = 0.62
     seed: int = 0
     normal_mix: dict = field(default_factory=lambda: {"T": 0.25, "NK": 0.05, "B": 0.08, "mono": 0.12,
                                                      "gran": 0.50})
@@ -64,7 +66,7 @@ class Tube:
 def _population_table(tube: Tube, rng) -> dict[str, dict]:
     """Per population: marker levels (fraction of scale), CD45, FSC/SSC (fraction of range)."""
     j = lambda v, s=0.03: v + rng.normal(0, s)  # noqa: E731 - per-tube jitter of a level
-    blasts = {"CD45": j(0.45), "fsc": j(0.30, 0.02), "ssc": j(0.07, 0.008)}
+    blasts = {"CD45": j(tube.blast_cd45), "fsc": j(0.30, 0.02), "ssc": j(0.07, 0.008)}
     if tube.lineage == "T-ALL":
         blasts.update(CD3=j(MID), CD5=j(MID), CD34=("partial", 0.5, j(MID)))
     else:
@@ -75,7 +77,7 @@ def _population_table(tube: Tube, rng) -> dict[str, dict]:
         "NK": {"CD45": j(0.82), "CD56": j(0.65), "CD7": j(0.68), "fsc": j(0.26, 0.01), "ssc": j(0.06, 0.005)},
         "B": {"CD45": j(0.78), "CD19": j(0.66), "fsc": j(0.23, 0.01), "ssc": j(0.05, 0.005)},
         "mono": {"CD45": j(0.74), "CD33": j(0.72), "fsc": j(0.40, 0.02), "ssc": j(0.17, 0.01), "af": 0.5},
-        "gran": {"CD45": j(0.62), "CD33": j(0.35), "fsc": j(0.45, 0.02), "ssc": j(0.38, 0.02), "af": 0.8},
+        "gran": {"CD45": j(tube.gran_cd45), "CD33": j(0.35), "fsc": j(0.45, 0.02), "ssc": j(0.38, 0.02), "af": 0.8},
         "ery": {"CD45": 0.0, "fsc": j(0.18, 0.01), "ssc": j(0.03, 0.004)},
         "blast": blasts,
     }
@@ -211,6 +213,10 @@ CASES = [
     Tube("tall_5_decades_25", "T-ALL", 0.30, 0.25, MID, decades=5.0, seed=8),
     Tube("aml_near_cut_40_dim", "AML", 0.50, 0.40, DIM, fl_range=1024.0, scatter_range=262144.0, seed=9),
     Tube("tall_near_cut_25_dim", "T-ALL", 0.50, 0.25, DIM, decades=4.0, seed=10),
+    # granulocytes nearly as CD45-bright as monocytes, 10-bit scales, no Time (regression:
+    # monocytes were taken for the top of the blast group)
+    Tube("aml_bright_granulocytes_25", "AML", 0.44, 0.25, DIM, fl_range=1024.0, scatter_range=1024.0,
+         decades=3.37, time=False, blast_cd45=0.47, gran_cd45=0.69, seed=1006),
 ]
 
 

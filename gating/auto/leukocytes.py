@@ -192,16 +192,17 @@ class CD45SSCPopulations(AutoGate):
                     names[c] = "monocytes"
         # Monocytes can also sit more than dim_gap below the lymphocytes on CD45 with an SSC
         # between lymphocytes and granulocytes (tight clusters make every separation large).
-        # Blasts are CD45-dim, dimmer than monocytes: a cluster with
-        # SSC clearly above the lymphocytes that is brighter than the granulocytes on CD45 is
-        # monocytes, not the top of the dim (blast) group.
+        # Blasts are CD45-dim, dimmer than monocytes: a cluster with SSC clearly above the
+        # lymphocytes and clearly below the granulocytes that is at least as CD45-bright as the
+        # granulocytes is monocytes (monocytes are CD45-brighter than granulocytes), not the
+        # top of the dim (blast) group.
         gran = [c for c, name in names.items() if name == "granulocytes"]
         if gran:
             top = max(gran, key=lambda c: means[c, 1])
             for c in list(dim):
                 ds_lymph = sep[c][1]
                 dc_gran, ds_gran = (means[c] - means[top]) / np.sqrt(var[c] + var[top])
-                if ds_lymph >= self.mono_ssc_gap and dc_gran >= self.dim_gap and ds_gran <= -self.mono_ssc_gap:
+                if ds_lymph >= self.mono_ssc_gap and dc_gran >= 0 and ds_gran <= -self.mono_ssc_gap:
                     names[c] = "monocytes"
                     dim.remove(c)
             # SSC-low clusters brighter than the granulocytes on CD45 while another dim cluster
