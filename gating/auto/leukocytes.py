@@ -122,25 +122,28 @@ class CD45SSCPopulations(AutoGate):
         """
         from scipy.stats import multivariate_normal
 
-        parent = {k: k for k in usable}
-
-        def root(k):
-            while parent[k] != k:
-                k = parent[k]
-            return k
-
         t = np.linspace(0.0, 1.0, 41)[:, None]
+        one_mode = {}
         for i, a in enumerate(usable):
             for b in usable[i + 1:]:
                 path = gmm.means_[a] + t * (gmm.means_[b] - gmm.means_[a])
                 dens = sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
                            for k in (a, b))
-                if dens.min() >= self.merge_ratio * min(dens[0], dens[-1]):
-                    parent[root(b)] = root(a)
-        groups: dict[int, list[int]] = {}
-        for k in usable:
-            groups.setdefault(root(k), []).append(k)
-        return list(groups.values())
+                one_mode[a, b] = one_mode[b, a] = bool(dens.min() >= self.merge_ratio * min(dens[0], dens[-1]))
+        # Complete linkage: two groups join only when every pair across them forms one mode.
+        # Chaining (single linkage) lets a broad continuum of wide populations - blasts
+        # running into low-SSC granulocytes running into monocytes - collapse into one cluster.
+        groups = [[k] for k in usable]
+        pairs = sorted(((a, b) for (a, b), ok in one_mode.items() if ok and a < b),
+                       key=lambda ab: float(np.sum((gmm.means_[ab[0]] - gmm.means_[ab[1]]) ** 2)))
+        for a, b in pairs:
+            ga = next(g for g in groups if a in g)
+            gb = next(g for g in groups if b in g)
+            if ga is gb or not all(one_mode[x, y] for x in ga for y in gb):
+                continue
+            ga.extend(gb)
+            groups.remove(gb)
+        return groups
 
     def _label_components(self, gmm: GaussianMixture) -> dict[int, str]:
         usable = [int(k) for k in np.flatnonzero(gmm.weights_ >= self.min_weight)]
