@@ -181,6 +181,19 @@ class CD45SSCPopulations(AutoGate):
                 names[c] = "granulocytes"
             else:
                 dim.append(c)
+        # Blasts are SSC-low (like lymphocytes). A linear SSC with a wide granulocyte spread
+        # keeps the granulocytes' separation from the lymphocytes below gran_ssc_gap, so a
+        # CD45-dim cluster clearly above the lymphocytes AND clearly above the lowest-SSC dim
+        # cluster on SSC is myeloid (granulocytes), never the top of the blast group.
+        if len(dim) > 1:
+            low = min(dim, key=lambda c: means[c, 1])
+            for c in list(dim):
+                if c == low:
+                    continue
+                ds_low = (means[c, 1] - means[low, 1]) / np.sqrt(var[c, 1] + var[low, 1])
+                if sep[c][1] >= self.mono_ssc_gap and ds_low >= self.mono_ssc_gap:
+                    names[c] = "granulocytes"
+                    dim.remove(c)
         # Monocytes are often a little dimmer than lymphocytes, so the rules above can call
         # them granulocytes; granulocytes have the highest SSC, and a "granulocyte" cluster
         # that is clearly below the top-SSC one on SSC and brighter on CD45 is monocytes.
