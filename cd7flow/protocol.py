@@ -303,6 +303,12 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
             if key == "reference_exclude":  # a list of populations (checked below)
                 if not isinstance(params[key], list) or not all(isinstance(x, str) for x in params[key]):
                     raise c.fail(f"{where}.params.{key}", "must be a list of population names")
+            elif key == "groups" and method == "lineage":  # lists of this gate's markers
+                ok = isinstance(params[key], list) and all(
+                    isinstance(grp, list) and grp and all(isinstance(x, str) and x in dims_known for x in grp)
+                    for grp in params[key])
+                if not ok:  # markers the gate does not use are ignored when it is fitted
+                    raise c.fail(f"{where}.params.{key}", "must be a list of lists of marker names")
             elif isinstance(params[key], (dict, list)):
                 raise c.fail(f"{where}.params.{key}", "must be a number, string or boolean")
         optional = g.get("optional", False)
@@ -322,6 +328,8 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         populations.add(gid)
         if method in ("lineage", "positive") and "reference" in params and params["reference"] not in populations:
             raise c.fail(f"{where}.params.reference", f"{params['reference']!r} is not a population defined above")
+        if method == "lineage" and "against" in params and params["against"] not in populations:
+            raise c.fail(f"{where}.params.against", f"{params['against']!r} is not a population defined above")
         for other in params.get("reference_exclude", []):
             if other not in populations:
                 raise c.fail(f"{where}.params.reference_exclude", f"{other!r} is not a population defined above")
@@ -353,7 +361,7 @@ def _gate_params(method: str) -> set[str]:
     fixed = {"self", "dimension", "dimensions", "gate_id", "population", "require_population"}
     names = set() if estimator is None else set(inspect.signature(estimator.__init__).parameters) - fixed
     if method == "lineage":
-        names |= {"reference", "reference_exclude"}
+        names |= {"reference", "reference_exclude", "against"}
     if method == "positive":
         names = {"reference", "mode", "n_sd", "min_reference_events"}
     return names

@@ -103,7 +103,7 @@ def test_demo_screening_tubes_within_2_points_of_truth(demo, protocol, name):
     assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 1.0
     assert abs(rec["viable_singlets"] - truth[name]["counts"]["viable_singlets"]) / rec["viable_singlets"] < 0.02
     assert rec["sha256"] == truth_sha(folder / name)
-    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.2.0)"
+    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.3.0)"
     # the demo cases are named for their intensity: bright, partial, dim, negative
     expected_word = {"P01": "bright", "P02": "partial", "P03": "dim", "P04": "negative"}[name[:3]]
     assert rec["intensity"] == expected_word

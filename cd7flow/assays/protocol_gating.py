@@ -140,8 +140,8 @@ def _build_source(sample: Sample, protocol: Protocol) -> tuple[SampleSource, dic
     return source, mapping, dims, described
 
 
-def _estimator(spec: GateSpec, dims: list[Dimension]):
-    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode", "reference_exclude")}
+def _estimator(spec: GateSpec, dims: list[Dimension], keys: list[str] | None = None):
+    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode", "reference_exclude", "groups", "against")}
     try:
         if spec.method == "time_clean":
             return TimeCleanGate(dims[0], gate_id=spec.id, **p)
@@ -156,7 +156,13 @@ def _estimator(spec: GateSpec, dims: list[Dimension]):
             return CD45SSCPopulations(dims, population=spec.populations[0], gate_id=spec.populations[0],
                                       require_population=False, **p)
         if spec.method == "lineage":
-            return LineageGate(dims, mode=spec.params.get("mode", "any"), gate_id=spec.id, **p)
+            groups = None
+            if "groups" in spec.params and keys is not None:
+                # Marker names -> columns of this fit; markers absent from the tube drop out,
+                # and a lineage with none of its markers in the tube is no candidate.
+                groups = [[keys.index(m) for m in grp if m in keys] for grp in spec.params["groups"]]
+                groups = [grp for grp in groups if grp] or None
+            return LineageGate(dims, mode=spec.params.get("mode", "any"), groups=groups, gate_id=spec.id, **p)
     except TypeError as exc:
         raise CD7FlowError(f"gate {spec.id}: bad params {sorted(spec.params)}: {exc}") from None
     raise CD7FlowError(f"gate {spec.id}: method {spec.method} has no estimator here")
@@ -237,7 +243,7 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
     if spec.method == "positive":
         _fit_positive(g, spec, dims, keys, X, parent)
         return
-    est = _estimator(spec, dims)
+    est = _estimator(spec, dims, keys)
     if spec.method == "lineage":
         ref_name = spec.params.get("reference")
         ref = None
@@ -252,7 +258,11 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
             if np.count_nonzero(ref_mask) < 50:
                 raise NotEvaluable(f"reference {ref_name} has only {np.count_nonzero(ref_mask)} events")
             ref = X[ref_mask]
-        est.fit(Xp, reference=ref)
+        against = spec.params.get("against")
+        against_x = None
+        if against in g.masks and against not in g.skipped and _contaminated(g, spec.parent, against):
+            against_x = X[g.masks[against]]
+        est.fit(Xp, reference=ref, against=against_x)
     else:
         est.fit(Xp)
     g.estimators[spec.id] = est
@@ -265,6 +275,17 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
         g.masks[spec.id] = parent & np.logical_or.reduce([m for p, m in masks.items() if p != "cd45_negative"])
         return
     g.masks[spec.id] = parent & est.predict(X)
+
+
+def _contaminated(g: GatedSample, population: str, by: str, min_fraction: float = 0.005) -> bool:
+    """Whether the CD45/SSC mixture puts ``by`` events (>= ``min_fraction``) inside ``population``'s
+    polygon: only then do the populations share a region and must a lineage gate refine against
+    ``by`` (with well-separated clusters, a marker shared with ``by`` still marks blasts)."""
+    for est in g.estimators.values():
+        share = getattr(est, "contamination_", {}).get(population)
+        if share is not None:
+            return share.get(by, 0.0) >= min_fraction
+    return False
 
 
 def fitted_strategy(g: GatedSample, protocol: Protocol):

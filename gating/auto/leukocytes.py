@@ -105,6 +105,18 @@ class CD45SSCPopulations(AutoGate):
                     self.vertices_[pop] = convex_hull(X[sel])
                 except GatingError:
                     continue
+        # Contamination: of the fitted events inside a population's polygon, the fraction the
+        # mixture gives to each other population's components. Wide clusters (a linear SSC,
+        # low-SSC myeloid cells) put granulocytes inside the blast polygon; a later gate can
+        # then refine against them.
+        pop_of = np.array([self.labels_.get(k, "") for k in range(self.n_components)])[comp]
+        src = ColumnSource(X, self.dimensions)
+        self.contamination_ = {}
+        for pop, v in self.vertices_.items():
+            inside = np.asarray(PolygonGate(pop, self.dimensions, v).contains(src), dtype=bool)
+            n_in = max(int(inside.sum()), 1)
+            self.contamination_[pop] = {other: float(np.count_nonzero(pop_of[inside] == other)) / n_in
+                                        for other in POPULATIONS if other != pop}
         if self.population not in self.vertices_ and self.require_population:
             found = ", ".join(sorted(self.vertices_)) or "none"
             raise GatingError(
@@ -286,7 +298,8 @@ class LineageGate(AutoGate):
     gate_id_default = "lineage"
     min_fit_events = 10
 
-    def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, gate_id: str | None = None):
+    def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, groups=None,
+                 against_percentile: float = 99.0, gate_id: str | None = None):
         dims = [dimensions] if isinstance(dimensions, str) else list(dimensions)
         self.n_dims = len(dims)
         super().__init__(dims, gate_id)
@@ -294,11 +307,23 @@ class LineageGate(AutoGate):
             raise GatingError(f"LineageGate: mode must be 'any' or 'all', got {mode!r}")
         self.mode = mode
         self.percentile = percentile
+        self.against_percentile = against_percentile
+        self.groups = None if groups is None else [sorted({int(j) for j in g}) for g in groups if len(g)]
+        if self.groups is not None:
+            if mode != "any":
+                raise GatingError("LineageGate: groups need mode='any'")
+            if not self.groups or any(j < 0 or j >= self.n_dims for g in self.groups for j in g):
+                raise GatingError(f"LineageGate: groups must be non-empty lists of column indices < {self.n_dims}")
 
-    def fit(self, X, y=None, reference=None) -> "LineageGate":
+    def fit(self, X, y=None, reference=None, against=None) -> "LineageGate":
+        """``reference``: events negative for every marker (thresholds); ``against``: normal
+        cells sharing the blasts' region (e.g. granulocytes) - with ``groups``, a marker of the
+        chosen group that most of them carry has its threshold raised to their
+        ``against_percentile``."""
         self._reference = None if reference is None else np.asarray(reference, dtype=np.float64)
         if self._reference is not None and self._reference.ndim == 1:
             self._reference = self._reference[:, None]
+        self._against = None if against is None else np.asarray(against, dtype=np.float64).reshape(-1, self.n_dims)
         return super().fit(X, y)
 
     def _fit(self, X: np.ndarray) -> None:
@@ -313,18 +338,39 @@ class LineageGate(AutoGate):
             else:
                 thresholds.append(DensityThreshold(self.dimensions[j]).fit(X[:, j]).threshold_)
         self.thresholds_ = np.array(thresholds)
+        # With lineage groups (e.g. T: CD3, CD5; myeloid: CD34, CD117, CD33) the blasts' lineage
+        # is the group whose markers cover most of the parent's events, and only that group
+        # refines: "any marker of any lineage" would also keep the other lineage's normal cells
+        # that share the CD45/SSC region (CD33-dim granulocytes under T-ALL blasts, CD3+ T cells
+        # under AML blasts).
+        self.selected_ = list(range(self.n_dims))
+        self.group_fractions_ = None
+        if self.groups is not None:
+            pos = X >= self.thresholds_
+            self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in self.groups]
+            self.selected_ = self.groups[int(np.argmax(self.group_fractions_))]
+            against = getattr(self, "_against", None)
+            if against is not None and against.shape[0] >= self.min_fit_events:
+                # A marker of the chosen lineage that most of the ``against`` cells carry (CD33 is
+                # dim on granulocytes) still counts, but only above those cells' own percentile:
+                # CD33-bright blasts stay, CD33-dim granulocytes go.
+                for j in self.selected_:
+                    col = against[:, j][np.isfinite(against[:, j])]
+                    if col.size and np.mean(col >= self.thresholds_[j]) > 0.5:
+                        self.thresholds_[j] = max(self.thresholds_[j], float(np.percentile(col, self.against_percentile)))
 
     def _build_gate(self):
         self.gates_ = [
-            RectangleGate(f"{self.gate_id}_{d.channel}", [d], [t], [None])
-            for d, t in zip(self.dimensions, self.thresholds_)
+            RectangleGate(f"{self.gate_id}_{self.dimensions[j].channel}", [self.dimensions[j]],
+                          [self.thresholds_[j]], [None])
+            for j in self.selected_
         ]
-        if self.n_dims == 1:
+        if len(self.gates_) == 1:
             return self.gates_[0]
         if self.mode == "all":
             return RectangleGate(self.gate_id, self.dimensions, list(self.thresholds_), [None] * self.n_dims)
         return BooleanGate(self.gate_id, "or", [g.id for g in self.gates_])
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        pos = X >= self.thresholds_
+        pos = (X >= self.thresholds_)[:, self.selected_]
         return pos.any(axis=1) if self.mode == "any" else pos.all(axis=1)
