@@ -166,6 +166,41 @@ def test_lineage_gate_any_uses_reference_percentiles():
     assert isinstance(est.gate_, BooleanGate) and len(est.gates_) == 2
 
 
+def test_lineage_gate_groups_pick_the_lineage_covering_the_blasts():
+    # Columns: CD3, CD5 (T group), CD34, CD33 (myeloid group). 800 T-ALL blasts (CD3+CD5+),
+    # 200 CD33-dim granulocytes inside the blast gate: "any marker" keeps both; the T group
+    # covers 80% of the events and the myeloid group 20%, so only CD3/CD5 refine.
+    rng = np.random.default_rng(5)
+    neg = lambda k: rng.normal(0.2, 0.04, k)  # noqa: E731
+    blasts = np.c_[rng.normal(0.6, 0.05, 800), rng.normal(0.6, 0.05, 800), neg(800), neg(800)]
+    gran = np.c_[neg(200), neg(200), neg(200), rng.normal(0.45, 0.04, 200)]
+    X = np.r_[blasts, gran]
+    ref = rng.normal(0.2, 0.04, (2000, 4))
+    plain = LineageGate(["CD3", "CD5", "CD34", "CD33"], percentile=99).fit(X, reference=ref)
+    assert plain.predict(X)[800:].mean() > 0.95
+    est = LineageGate(["CD3", "CD5", "CD34", "CD33"], percentile=99, groups=[[0, 1], [2, 3]]).fit(X, reference=ref)
+    assert est.group_fractions_[0] > 0.75 and est.group_fractions_[1] == pytest.approx(0.2, abs=0.02)
+    assert est.selected_ == [0, 1] and len(est.gates_) == 2
+    m = est.predict(X)
+    assert m[:800].mean() > 0.99 and m[800:].mean() < 0.05  # ~1% per marker by chance
+
+
+def test_lineage_gate_against_raises_a_marker_the_granulocytes_carry():
+    # AML blasts CD34+ (70%) or CD33-bright; granulocytes CD33-dim. With ``against`` the CD33
+    # threshold moves to the granulocytes' 99th percentile: CD33-bright CD34- blasts stay.
+    rng = np.random.default_rng(6)
+    k = 1000
+    cd34 = np.where(rng.random(k) < 0.7, rng.normal(0.6, 0.05, k), rng.normal(0.2, 0.04, k))
+    blasts = np.c_[cd34, rng.normal(0.7, 0.04, k)]
+    gran = np.c_[rng.normal(0.2, 0.04, 300), rng.normal(0.45, 0.04, 300)]
+    X = np.r_[blasts, gran]
+    ref = rng.normal(0.2, 0.04, (2000, 2))
+    est = LineageGate(["CD34", "CD33"], groups=[[0, 1]]).fit(X, reference=ref, against=gran)
+    assert est.thresholds_[1] == pytest.approx(np.percentile(gran[:, 1], 99))
+    m = est.predict(X)
+    assert m[:k].mean() > 0.99 and m[k:].mean() < 0.05  # ~1% per marker by chance
+
+
 def test_predict_before_fit_and_bad_shapes_are_gating_errors():
     with pytest.raises(GatingError, match="not fitted"):
         SingletGate().predict(np.zeros((3, 2)))
