@@ -309,6 +309,10 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
                     for grp in params[key])
                 if not ok:  # markers the gate does not use are ignored when it is fitted
                     raise c.fail(f"{where}.params.{key}", "must be a list of lists of marker names")
+            elif key == "primary" and method == "lineage":  # a list of this gate's markers
+                if not isinstance(params[key], list) or not all(isinstance(x, str) and x in dims_known
+                                                                for x in params[key]):
+                    raise c.fail(f"{where}.params.{key}", "must be a list of marker names")
             elif isinstance(params[key], (dict, list)):
                 raise c.fail(f"{where}.params.{key}", "must be a number, string or boolean")
         optional = g.get("optional", False)

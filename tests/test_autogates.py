@@ -201,6 +201,24 @@ def test_lineage_gate_against_raises_a_marker_the_granulocytes_carry():
     assert m[:k].mean() > 0.99 and m[k:].mean() < 0.05  # ~1% per marker by chance
 
 
+def test_lineage_gate_primary_marker_splits_the_group_only_when_it_covers_most_positives():
+    # Columns CD34 (primary), CD33. 900 CD34+ blasts, 100 CD33+CD34- events: CD34 covers 90% of
+    # the myeloid-positive events, so the gate reports CD34 as primary and CD33 as secondary
+    # (the caller then keeps CD33-only events only where they resemble the CD34+ blasts).
+    rng = np.random.default_rng(7)
+    X = np.r_[np.c_[rng.normal(0.6, 0.05, 900), rng.normal(0.5, 0.05, 900)],
+              np.c_[rng.normal(0.2, 0.04, 100), rng.normal(0.6, 0.05, 100)]]
+    ref = rng.normal(0.2, 0.04, (2000, 2))
+    est = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0], primary_fraction=0.5).fit(X, reference=ref)
+    assert est.primary_share_ == pytest.approx(0.9, abs=0.01)
+    assert est.primary_ == [0] and est.secondary_ == [1]
+    assert est.predict(X).mean() > 0.99  # the gate itself still keeps any marker of the group
+    # CD34 on only 30% of the positives: no split, the group refines as before.
+    Y = np.r_[X[:300], np.c_[rng.normal(0.2, 0.04, 700), rng.normal(0.6, 0.05, 700)]]
+    est = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0], primary_fraction=0.5).fit(Y, reference=ref)
+    assert est.primary_share_ == pytest.approx(0.3, abs=0.02) and est.primary_ == [] and est.secondary_ == []
+
+
 def test_predict_before_fit_and_bad_shapes_are_gating_errors():
     with pytest.raises(GatingError, match="not fitted"):
         SingletGate().predict(np.zeros((3, 2)))

@@ -103,7 +103,7 @@ def test_demo_screening_tubes_within_2_points_of_truth(demo, protocol, name):
     assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 1.0
     assert abs(rec["viable_singlets"] - truth[name]["counts"]["viable_singlets"]) / rec["viable_singlets"] < 0.02
     assert rec["sha256"] == truth_sha(folder / name)
-    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.3.0)"
+    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.4.0)"
     # the demo cases are named for their intensity: bright, partial, dim, negative
     expected_word = {"P01": "bright", "P02": "partial", "P03": "dim", "P04": "negative"}[name[:3]]
     assert rec["intensity"] == expected_word
@@ -289,15 +289,19 @@ def test_cli_autogate_membership_csv(demo, tmp_path):
     assert not list(tmp_path.glob(".membership-*"))  # no temporary left behind
 
 
-def test_fitted_gates_export_as_gatingml_and_reapply_identically(demo, tmp_path):
+# P03 is AML with mostly CD34+ blasts: its lineage gate adds the CD34+-blast ellipsoid (1.4.0).
+@pytest.mark.parametrize("name", ["P02_screening_BM.fcs", "P03_screening_BM.fcs"])
+def test_fitted_gates_export_as_gatingml_and_reapply_identically(demo, tmp_path, name):
     from cd7flow.assays.protocol_gating import fitted_strategy, run_protocol_gates
     from cd7flow.io.fcs_read import read_fcs
     from cd7flow.io.gatingml import read_gatingml, write_gatingml
 
     folder, _ = demo
-    sample = read_fcs(folder / "P02_screening_BM.fcs")
+    sample = read_fcs(folder / name)
     protocol = load_protocol("screening")
     g = run_protocol_gates(sample, protocol)
+    if name.startswith("P03"):
+        assert g.estimators["blasts_refined"].shape_gate_ is not None
     write_gatingml(fitted_strategy(g, protocol), tmp_path / "fitted.xml")
     result = read_gatingml(tmp_path / "fitted.xml").apply(sample)
     names = [k for k in g.masks if k != "root" and k not in g.skipped and g.masks[k].any()]

@@ -141,7 +141,7 @@ def _build_source(sample: Sample, protocol: Protocol) -> tuple[SampleSource, dic
 
 
 def _estimator(spec: GateSpec, dims: list[Dimension], keys: list[str] | None = None):
-    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode", "reference_exclude", "groups", "against")}
+    p = {k: v for k, v in spec.params.items() if k not in ("reference", "mode", "reference_exclude", "groups", "against", "primary")}
     try:
         if spec.method == "time_clean":
             return TimeCleanGate(dims[0], gate_id=spec.id, **p)
@@ -162,7 +162,11 @@ def _estimator(spec: GateSpec, dims: list[Dimension], keys: list[str] | None = N
                 # and a lineage with none of its markers in the tube is no candidate.
                 groups = [[keys.index(m) for m in grp if m in keys] for grp in spec.params["groups"]]
                 groups = [grp for grp in groups if grp] or None
-            return LineageGate(dims, mode=spec.params.get("mode", "any"), groups=groups, gate_id=spec.id, **p)
+            primary = None
+            if "primary" in spec.params and keys is not None:
+                primary = [keys.index(m) for m in spec.params["primary"] if m in keys] or None
+            return LineageGate(dims, mode=spec.params.get("mode", "any"), groups=groups, primary=primary,
+                               gate_id=spec.id, **p)
     except TypeError as exc:
         raise CD7FlowError(f"gate {spec.id}: bad params {sorted(spec.params)}: {exc}") from None
     raise CD7FlowError(f"gate {spec.id}: method {spec.method} has no estimator here")
@@ -263,6 +267,9 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
         if against in g.masks and against not in g.skipped and _contaminated(g, spec.parent, against):
             against_x = X[g.masks[against]]
         est.fit(Xp, reference=ref, against=against_x)
+        g.estimators[spec.id] = est
+        g.masks[spec.id] = parent & _lineage_mask(g, spec, est, X, parent)
+        return
     else:
         est.fit(Xp)
     g.estimators[spec.id] = est
@@ -275,6 +282,35 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str], parent: np.ndarra
         g.masks[spec.id] = parent & np.logical_or.reduce([m for p, m in masks.items() if p != "cd45_negative"])
         return
     g.masks[spec.id] = parent & est.predict(X)
+
+
+def _lineage_mask(g: GatedSample, spec: GateSpec, est, X: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    """The lineage gate's positives. When it split its lineage into a primary marker (CD34)
+    and secondary ones (CD33), secondary-only events count only inside the ellipsoid that
+    holds ``primary_coverage`` of the primary-positive parent events on CD45, SSC and the
+    secondary markers (chi-square quantile of the Mahalanobis distance): CD34-negative blasts
+    look like the CD34+ blasts there, CD33-bright monocytes sharing the blast gate do not."""
+    est.shape_gate_ = None
+    if not est.primary_ or any(k not in g.dimensions for k in ("CD45", "ssc_a")):
+        return est.predict(X)
+    from scipy.stats import chi2
+
+    from gating.gates import EllipsoidGate
+
+    dims = [g.dimensions["CD45"], g.dimensions["ssc_a"]] + [est.dimensions[j] for j in est.secondary_]
+    Y = np.column_stack([g.source.values(d) for d in dims])
+    prim_pos = (X[:, est.primary_] >= est.thresholds_[est.primary_]).any(axis=1)
+    sec_pos = (X[:, est.secondary_] >= est.thresholds_[est.secondary_]).any(axis=1)
+    model = Y[parent & prim_pos]
+    model = model[np.isfinite(model).all(axis=1)]
+    if model.shape[0] < 10 * Y.shape[1]:
+        return est.predict(X)
+    cov = np.cov(model.T)
+    if not np.all(np.linalg.eigvalsh(cov) > 0):
+        return est.predict(X)
+    est.shape_gate_ = EllipsoidGate(f"{spec.id}_like_primary", dims, model.mean(axis=0), cov,
+                                    float(chi2.ppf(est.primary_coverage, Y.shape[1])))
+    return prim_pos | (sec_pos & est.shape_gate_.contains(g.source))
 
 
 def _contaminated(g: GatedSample, population: str, by: str, min_fraction: float = 0.005) -> bool:
@@ -333,6 +369,20 @@ def fitted_strategy(g: GatedSample, protocol: Protocol):
         elif spec.method == "positive":
             op = "or" if spec.params.get("mode", "any") == "any" else "and"
             union(spec.id, [e.gate_ for e in est], spec.parent, op)
+        elif spec.method == "lineage" and getattr(est, "shape_gate_", None) is not None:
+            # primary-positive, or secondary-positive inside the primary blasts' ellipsoid
+            chosen = {j: gate for j, gate in zip(est.selected_, est.gates_)}
+            for gate in est.gates_:
+                add(gate, spec.parent)
+            add(est.shape_gate_, spec.parent)
+            base = path[spec.parent]
+            sec = BooleanGate(f"{spec.id}_secondary", "or", [base + (chosen[j].id,) for j in est.secondary_])
+            add(sec, spec.parent)
+            like = BooleanGate(f"{spec.id}_secondary_like_primary", "and",
+                               [base + (sec.id,), base + (est.shape_gate_.id,)])
+            add(like, spec.parent)
+            add(BooleanGate(spec.id, "or", [base + (chosen[j].id,) for j in est.primary_] + [base + (like.id,)]),
+                spec.parent)
         elif spec.method == "lineage":
             union(spec.id, est.gates_ if est.mode == "any" else [est.gate_], spec.parent)
         elif spec.method == "cd45_ssc":

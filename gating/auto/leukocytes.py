@@ -293,13 +293,21 @@ class LineageGate(AutoGate):
     ``gates_`` holds one range gate per marker (x >= threshold); ``gate_`` is that gate
     when there is one marker, a RectangleGate for ``mode="all"``, and for ``mode="any"``
     a BooleanGate 'or' over ``gates_`` (add ``gates_`` to the tree with it).
+
+    ``primary`` (column indices, e.g. CD34): when at least ``primary_fraction`` of the
+    chosen group's positive events are primary-positive, ``primary_`` / ``secondary_``
+    name the group's primary and other columns. The gate itself still keeps any marker;
+    the caller may keep secondary-only events only inside an ellipsoid holding
+    ``primary_coverage`` of the primary-positive events (cd7flow's protocol gating does).
     """
 
     gate_id_default = "lineage"
     min_fit_events = 10
 
     def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, groups=None,
-                 against_percentile: float = 99.0, gate_id: str | None = None):
+                 against_percentile: float = 99.0, primary=None, primary_fraction: float = 0.5,
+                 primary_coverage: float = 0.99,
+                 gate_id: str | None = None):
         dims = [dimensions] if isinstance(dimensions, str) else list(dimensions)
         self.n_dims = len(dims)
         super().__init__(dims, gate_id)
@@ -309,6 +317,9 @@ class LineageGate(AutoGate):
         self.percentile = percentile
         self.against_percentile = against_percentile
         self.groups = None if groups is None else [sorted({int(j) for j in g}) for g in groups if len(g)]
+        self.primary = sorted({int(j) for j in primary}) if primary else []
+        self.primary_fraction = float(primary_fraction)
+        self.primary_coverage = float(primary_coverage)
         if self.groups is not None:
             if mode != "any":
                 raise GatingError("LineageGate: groups need mode='any'")
@@ -345,6 +356,7 @@ class LineageGate(AutoGate):
         # under AML blasts).
         self.selected_ = list(range(self.n_dims))
         self.group_fractions_ = None
+        self.primary_, self.secondary_, self.primary_share_ = [], [], None
         if self.groups is not None:
             pos = X >= self.thresholds_
             self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in self.groups]
@@ -358,6 +370,19 @@ class LineageGate(AutoGate):
                     col = against[:, j][np.isfinite(against[:, j])]
                     if col.size and np.mean(col >= self.thresholds_[j]) > 0.5:
                         self.thresholds_[j] = max(self.thresholds_[j], float(np.percentile(col, self.against_percentile)))
+            # A primary (immaturity) marker of the chosen lineage (CD34) that most of the
+            # lineage-positive events carry: ``primary_`` / ``secondary_`` split the group so the
+            # caller can keep secondary-only events (CD33+CD34-) only where they resemble the
+            # primary-positive blasts (normal monocytes are CD33-bright, CD34-negative).
+            prim = [j for j in self.selected_ if j in self.primary]
+            if prim and len(prim) < len(self.selected_):
+                pos = X >= self.thresholds_
+                group_pos = pos[:, self.selected_].any(axis=1)
+                if group_pos.any():
+                    self.primary_share_ = float(np.mean(pos[group_pos][:, prim].any(axis=1)))
+                    if self.primary_share_ >= self.primary_fraction:
+                        self.primary_ = prim
+                        self.secondary_ = [j for j in self.selected_ if j not in prim]
 
     def _build_gate(self):
         self.gates_ = [
