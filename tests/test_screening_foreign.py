@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from cd7flow.assays.screening import screen_file
 from cd7flow.io.fcs_write import write_fcs
 from cd7flow.protocol import load_protocol
+from screening_check import assert_screen_matches_truth
 
 MARKERS = ["CD45", "CD7", "CD3", "CD5", "CD34", "CD33", "CD19", "CD56", "Viability"]
 DETECTORS = ["BUV395-A", "BV421-A", "BV510-A", "BV650-A", "FITC-A", "PE-A", "PE-CF594-A", "PerCP-Cy5-5-A",
@@ -229,9 +229,4 @@ def protocol():
 def test_foreign_tube_within_2_points_of_truth(tube, protocol, tmp_path):
     path = tmp_path / f"{tube.name}.fcs"
     truth = generate(tube, path)
-    rec = screen_file(path, protocol)
-    expected = "positive" if protocol.rule.passes(truth["cd7_pos_pct"]) else "negative"
-    print(tube.name, "truth", round(truth["cd7_pos_pct"], 2), "blasts", truth["blasts"], "->",
-          rec["cd7_pos_pct"], rec["blasts"], rec["verdict"], rec["reason"], rec["gates"])
-    assert rec["verdict"] == expected, rec["reason"]
-    assert abs(rec["cd7_pos_pct"] - truth["cd7_pos_pct"]) < 2.0
+    assert_screen_matches_truth(tube.name, path, truth, protocol)
