@@ -109,11 +109,14 @@ def gate(
     from rich.console import Console
     from rich.table import Table
 
-    from gating.stats import population_table, write_table_csv
+    from gating.stats import population_table
 
     from .errors import CD7FlowError, FCSError
     from .io.fcs_read import read_fcs
     from .membership import membership_columns, write_membership_csv
+    from .outputs import check_distinct_outputs, write_csv
+
+    check_distinct_outputs({"--stats": stats, "--membership": membership})
 
     for out in (stats, membership):
         if out is not None and out.exists() and out.resolve() in (fcs.resolve(), gates.resolve()):
@@ -130,10 +133,7 @@ def gate(
                 data.channel(ch)  # ChannelNotFound is a CD7FlowError naming the file
         table = population_table(result, channels=[data.channels[data.channel(c)] for c in channels or []],
                                  sample=fcs.name)
-        try:
-            write_table_csv(table, stats)
-        except OSError as exc:
-            raise CD7FlowError(f"{stats}: cannot write: {exc.strerror or exc}") from None
+        write_csv(table, stats)
     if membership is not None:
         write_membership_csv(membership, membership_columns(result))
     console = Console()

@@ -2,7 +2,11 @@
 
 Every error a user can cause (a bad file, a bad protocol, a gate that cannot be
 evaluated) is a subclass of :class:`CD7FlowError`. The CLI turns these into one
-clear line and a non-zero exit code; anything else is a bug and keeps its traceback.
+clear line and exit code 2; anything else is a bug and keeps its traceback.
+
+``gating`` may not import ``cd7flow``, so its own :class:`gating.errors.GatingError`
+is not a subclass of :class:`CD7FlowError`; :class:`GatingError` here subclasses
+both, and the CLI treats a bare ``gating.errors.GatingError`` as a user error too.
 """
 from __future__ import annotations
 
@@ -71,3 +75,8 @@ class ProtocolError(FileProblem):
 
 class SimulationError(CD7FlowError):
     """The demo-study simulator was given impossible settings."""
+
+
+class OutputError(FileProblem):
+    """An output file or folder cannot be written (missing folder, no permission, disk full,
+    a file where a folder should be, two outputs given the same path)."""

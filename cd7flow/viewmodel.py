@@ -28,11 +28,12 @@ import numpy as np
 from gating.dimensions import Dimension
 from gating.errors import GatingError as _AnyGatingError
 from gating.gates import BooleanGate, EllipsoidGate, Gate, PolygonGate, QuadrantGate, RectangleGate
-from gating.stats import channel_statistics, population_table, write_table_csv
+from gating.stats import channel_statistics, population_table
 from gating.tree import GatingResult, GatingTree
 
 from .datasource import GatingStrategy
 from .errors import CD7FlowError, FileProblem, GatingError
+from .outputs import write_csv
 from .sample import Sample
 
 MAX_DISPLAY_DOTS = 100_000
@@ -636,8 +637,7 @@ class ViewerModel:
         """Write the tidy statistics table (gating.stats.population_table: every population,
         every channel) of the current sample to CSV, atomically; returns the path."""
         table = population_table(self.result(), self._stat_dimensions(), sample=self._need_sample().name)
-        write_table_csv(table, out_path)
-        return Path(out_path)
+        return write_csv(table, out_path)
 
     def export_population_fcs(self, out_path: str | os.PathLike, path: PopulationPath | None = None) -> Path:
         """Write the events of a population (all channels, stored values) to an FCS 3.1 file."""

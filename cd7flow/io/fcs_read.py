@@ -359,6 +359,9 @@ def _read_ascii(buf: np.ndarray, p: ParsedDataSet, tot: int | None, par: int, bi
         raise FCSUnsupportedError(where, "ASCII DATA mixing fixed widths and $PnB * is not supported")
     room = size - p.base
     spans = [(s, e) for _, s, e in data_candidates(p, where) if e >= s and e < room]
+    if not spans and tot == 0:
+        p.offsets["data"] = None  # no events, no DATA segment (offsets 0)
+        return np.empty((0, par), dtype=np.float64), 0
     if not spans:
         raise FCSDataError(where, "free-format ASCII DATA: no DATA offsets that lie inside the file")
     s0, e0 = spans[0]

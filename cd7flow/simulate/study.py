@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import atomic_output
-from ..errors import SimulationError
+from ..outputs import atomic_output, ensure_output_dir
 from . import model as M
-from .tube import ClogSpec, TubeSpec, simulate_tube
+from .tube import ClogSpec, TubeSpec, check_seed, simulate_tube
 
 SIMULATOR_VERSION = "1.0"
 
@@ -134,16 +133,14 @@ MANIFEST_COLUMNS = ("file", "patient", "tube", "specimen", "collection_date", "i
 def simulate_study(outdir: str | os.PathLike, seed: int = 7) -> dict:
     """Write every study tube, manifest.csv and truth.json into ``outdir``; return the truth.
 
-    Deterministic: the same seed gives byte-identical files.
+    Deterministic: the same seed gives byte-identical files. The seed is checked
+    before the folder is created, so a bad seed leaves nothing behind.
     """
     from .. import __version__
     from ..io.fcs_write import write_fcs
 
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SimulationError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    seed = check_seed(seed)
+    out = ensure_output_dir(outdir)
     files: dict[str, dict] = {}
     rows = []
     for k, st in enumerate(study_tubes()):

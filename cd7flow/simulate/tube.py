@@ -256,6 +256,14 @@ def _acquisition_times(rng, spec: TubeSpec, n: int):
     return np.cumsum(gaps), burst, clog
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int; SimulationError unless it is a whole number >= 0 (what numpy's
+    SeedSequence accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SimulationError(f"seed must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
 def simulate_tube(spec: TubeSpec, seed: int):
     """Simulate one tube. Returns ``(Sample, truth, EventLabels)``.
 
@@ -268,7 +276,7 @@ def simulate_tube(spec: TubeSpec, seed: int):
     from ..compensation import SpilloverMatrix
 
     _validate(spec)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     probs = _event_probabilities(spec)
     counts = rng.multinomial(spec.n_events, probs)
     true, fsc_a, fsc_h, ssc_a = _generate(rng, spec, counts, probs)
