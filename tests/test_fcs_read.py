@@ -886,3 +886,20 @@ def test_mixed_32_file_round_trips_through_the_writer(tmp_path):
     assert back.extra["version"] == "FCS3.1" and back.extra["column_types"] == ("F",) * 5
     np.testing.assert_array_equal(back.events, expected.astype(np.float32))
     assert back.metadata["$CYT"] == "Synthetic 3.2"
+
+
+@pytest.mark.parametrize("datatype, bits", [("I", 16), ("F", 32), ("D", 64), ("A", 4), ("A", "*")])
+@pytest.mark.parametrize("version", ["FCS2.0", "FCS3.0", "FCS3.1"])
+def test_zero_events_with_offsets_zero(datatype, bits, version):
+    # FCS 3.1 writes an absent segment's offsets as 0; a 0-event data set has no DATA segment
+    kw = int_keywords(["FSC-A", "SSC-A"], [bits, bits], [1024, 1024], tot=0, datatype=datatype)
+    raw = build_fcs(kw, b"", version=version, header_data="zero", text_data=(0, 0))
+    s = read_fcs(raw, name="empty.fcs")
+    assert s.n_events == 0 and s.events.shape == (0, 2) and s.channels == ("FSC-A", "SSC-A")
+
+
+def test_events_declared_without_a_data_segment_are_still_an_error():
+    kw = int_keywords(["FSC-A", "SSC-A"], [16, 16], [1024, 1024], tot=3)
+    raw = build_fcs(kw, b"", header_data="zero", text_data=(0, 0))
+    with pytest.raises(FCSDataError, match="neither HEADER nor TEXT"):
+        read_fcs(raw, name="empty.fcs")

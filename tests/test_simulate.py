@@ -221,3 +221,25 @@ def test_cli_simulate_and_export_errors_are_one_line(tmp_path):
 def test_truth_json_is_plain_json(study):
     out, truth = study
     assert json.loads((out / "truth.json").read_text()) == json.loads(json.dumps(truth))
+
+
+@pytest.mark.parametrize("seed", [-1, 2.5, True, "7"])
+def test_a_bad_seed_is_a_simulation_error(seed):
+    with pytest.raises(SimulationError, match="seed must be a whole number >= 0"):
+        simulate_tube(TubeSpec(n_events=100), seed)
+
+
+def test_cli_simulate_bad_seed_creates_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cd7flow.cli", "simulate", str(tmp_path / "study"), "--seed", "-1"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["error: seed must be a whole number >= 0, got -1"]
+    assert not (tmp_path / "study").exists()
+
+
+def test_cli_simulate_onto_a_file_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    out = subprocess.run([sys.executable, "-m", "cd7flow.cli", "simulate", str(tmp_path / "taken")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "taken: exists and is not a folder" in out.stderr and (tmp_path / "taken").read_text() == "x"
