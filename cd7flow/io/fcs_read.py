@@ -413,10 +413,8 @@ def _finish(p: ParsedDataSet, events: np.ndarray, tot: int, kinds, layout: str, 
 
 
 def _attach_spillover(sample: Sample, where: str | None) -> None:
-    try:
-        from ..compensation import spillover_from_metadata  # written in parallel; may not exist yet
-    except (ImportError, AttributeError):
-        return
+    from ..compensation import spillover_from_metadata
+
     try:
         sample.spillover = spillover_from_metadata(sample.metadata, sample.channels, where)
     except CompensationError as exc:
