@@ -29,6 +29,11 @@ class FileProblem(CD7FlowError):
         super().__init__(f"{where}{problem}")
 
 
+class OutputError(FileProblem):
+    """An output file or folder cannot be written (missing folder, no permission, disk full,
+    a file where a folder should be, two outputs given the same path)."""
+
+
 class FCSError(FileProblem):
     """An FCS file cannot be read (or written) as asked."""
 
@@ -75,8 +80,3 @@ class ProtocolError(FileProblem):
 
 class SimulationError(CD7FlowError):
     """The demo-study simulator was given impossible settings."""
-
-
-class OutputError(FileProblem):
-    """An output file or folder cannot be written (missing folder, no permission, disk full,
-    a file where a folder should be, two outputs given the same path)."""
