@@ -71,7 +71,7 @@ def atomic_output(
 def _create_temp(path: Path, folder: Path, error_class: type[FileProblem]) -> tuple[Path, int]:
     """A new hidden temporary file in ``folder`` (mode 0666 & ~umask), as (path, fd)."""
     for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp = folder / f".{path.name[:200]}.{secrets.token_hex(4)}.tmp"  # stays under NAME_MAX (255)
         try:
             return tmp, os.open(tmp, _TEMP_FLAGS, _FILE_MODE)
         except FileExistsError:

@@ -174,3 +174,10 @@ def test_check_distinct_outputs(tmp_path, monkeypatch):
     check_distinct_outputs({"--stats": Path("a.csv"), "--membership": Path("b.csv"), "--gatingml": None})
     with pytest.raises(OutputError, match="--stats and --membership name the same file"):
         check_distinct_outputs({"--stats": Path("a.csv"), "--membership": tmp_path / "x" / ".." / "a.csv"})
+
+
+def test_a_long_file_name_still_gets_a_temporary_file(tmp_path):
+    target = tmp_path / ("x" * 250 + ".fcs")
+    with atomic_output(target) as fh:
+        fh.write(b"FCS3.1")
+    assert os.listdir(tmp_path) == [target.name]
