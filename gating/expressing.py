@@ -406,17 +406,19 @@ def match_reference(ref_covariates, pop_covariates, bins_per_dim: int = 6, min_e
 
 
 def respread_reference(ref_values, ref_spill_in, pop_spill_in, n: int | None = None, seed: int = 0,
-                       n_bins: int = 10) -> np.ndarray:
+                       n_bins: int = 10, ref_weights=None) -> np.ndarray:
     """Reference values re-spread to the population's spill-in (model the spread).
 
     ref_values : the marker's compensated *linear* values (channel units) on negative
     reference events; ref_spill_in, pop_spill_in : :func:`spill_in` per reference and
     population event. After compensation a negative's variance is ``v0 + k s`` (electronic
-    noise plus photon noise of the spilled signal s). v0, k are fitted (least squares,
-    k >= 0) to the robust variance (from the 15.9-84.1% range) in ``n_bins`` spill-in
+    noise plus photon noise of the spilled signal s). v0, k are fitted (least squares
+    weighted by 1/variance, k >= 0) to the robust variance (from the 15.9-84.1% range) in ``n_bins`` spill-in
     quantile bins of the reference; each of ``n`` (default: as many as the population)
     draws pairs a random reference event with a random population spill-in s' and scales
     the event's distance from the reference median by sqrt(var(s') / var(s)).
+    ``ref_weights`` (e.g. from :func:`match_reference` on scatter, to pick reference cells
+    with the population's autofluorescence) weight the draws of reference events.
     Assumes the reference's median is the population negatives' median (same
     autofluorescence after compensation); returns linear values, to transform like the data.
     """
@@ -435,14 +437,18 @@ def respread_reference(ref_values, ref_spill_in, pop_spill_in, n: int | None = N
             s_mid.append(np.median(rs[idx == b]))
             var.append(((hi - lo) / 2) ** 2)
     s_mid, var = np.array(s_mid), np.array(var)
-    slope = np.polyfit(s_mid, var, 1)[0] if s_mid.size >= 2 and np.ptp(s_mid) > 0 else 0.0
+    # Each bin's variance has about the same *relative* error: weight by 1/var, so the
+    # low-spill bins (where the population usually is) set the intercept.
+    fit_w = 1.0 / np.maximum(var, 1e-12)
+    slope = np.polyfit(s_mid, var, 1, w=fit_w)[0] if s_mid.size >= 2 and np.ptp(s_mid) > 0 else 0.0
     k = max(float(slope), 0.0)
-    v0 = max(float(np.mean(var - k * s_mid)), 1e-12)
+    v0 = max(float(np.average(var - k * s_mid, weights=fit_w ** 2)), 1e-12)
     rng = np.random.default_rng(seed)
     m = ps.size if n is None else int(n)
-    pick = rng.integers(0, r.size, m)
+    w = _as_weights(ref_weights, r.size)
+    pick = rng.integers(0, r.size, m) if w is None else rng.choice(r.size, m, p=w / w.sum())
     target = ps[rng.integers(0, ps.size, m)]
-    centre = float(np.median(r))
+    centre = float(np.median(r)) if w is None else _weighted_quantile(r, 0.5, w)
     return centre + (r[pick] - centre) * np.sqrt((v0 + k * target) / (v0 + k * np.maximum(rs[pick], 0.0)))
 
 
@@ -452,24 +458,29 @@ def reference_for(ref_values, *, fmo_values=None, ref_spill_in=None, pop_spill_i
 
     Values in, values out, in the units passed (linear channel units when respreading);
     transform them to the gating scale like the population. In order of preference:
-    ``"fmo"`` - an FMO tube's population (same cells, marker reagent left out: same
-    autofluorescence and spreading); ``"respread"`` - the candidate reference events
-    re-spread to the population's spill-in (:func:`respread_reference`; give both
-    spill-ins); ``"matched"`` - weighted by :func:`match_reference` on covariates;
-    ``"pooled"`` - the candidates as they are.
-    Choose candidates whose autofluorescence is like the population's (for blasts:
-    CD7-negative lymphocytes such as B cells rather than granulocytes): neither weighting
-    nor respreading moves a reference's median.
+
+    * ``"fmo"``: an FMO tube's population (same cells and instrument, the marker's reagent
+      left out: same autofluorescence and spreading), used as given;
+    * ``"matched+respread"`` / ``"respread"``: the candidate events, weighted by
+      :func:`match_reference` on covariates when given (scatter: cells with the
+      population's autofluorescence), re-spread to the population's spill-in
+      (:func:`respread_reference`), returned unweighted;
+    * ``"matched"``: weighted by :func:`match_reference` only; ``"pooled"``: as they are.
+
+    Neither weighting nor respreading moves a reference's median to the population's:
+    choose candidates whose autofluorescence is like the population's (for blasts,
+    CD7-negative low-SSC cells such as B cells rather than granulocytes), or match on SSC.
     """
     if fmo_values is not None:
         return _as_values(fmo_values, "FMO reference"), None, "fmo"
     values = np.asarray(ref_values, dtype=float).ravel()
-    if ref_spill_in is not None and pop_spill_in is not None:
-        return respread_reference(values, ref_spill_in, pop_spill_in, seed=seed), None, "respread"
+    weights = None
     if ref_covariates is not None and pop_covariates is not None:
         weights, _ = match_reference(ref_covariates, pop_covariates)
-        return values, weights, "matched"
-    return values, None, "pooled"
+    if ref_spill_in is not None and pop_spill_in is not None:
+        out = respread_reference(values, ref_spill_in, pop_spill_in, seed=seed, ref_weights=weights)
+        return out, None, "respread" if weights is None else "matched+respread"
+    return values, weights, "pooled" if weights is None else "matched"
 
 
 # ---------------------------------------------------------------------------- verdicts

@@ -199,20 +199,26 @@ def _detect(rng, signal, af, layout, fluors, spill, units_per_pe, electronic):
     return photons * units_per_pe + rng.normal(0, 1, mixed.shape) * electronic
 
 
-def make_tube(spec: Spec, seed: int) -> Tube:
-    """Generate one tube (deterministic for a seed)."""
+def make_tube(spec: Spec, seed: int, instrument_seed: int | None = None) -> Tube:
+    """Generate one tube (deterministic for the seeds).
+
+    ``instrument_seed`` (default ``seed``) draws the instrument: spillover, photoelectron
+    gain and electronic noise per detector. Tubes of one sample acquired together (stained
+    and FMO) share it, as they share the cytometer's settings.
+    """
     rng = np.random.default_rng(seed)
+    inst = np.random.default_rng(seed if instrument_seed is None else instrument_seed)
     layout = LAYOUTS[spec.layout]
     fluors = [layout[m] for m in MARKERS]
-    spill = _spill_matrix(fluors, rng)
-    units_per_pe = rng.uniform(2.0, 6.0, len(fluors))
-    electronic = rng.uniform(15.0, 40.0, len(fluors))
+    spill = _spill_matrix(fluors, inst)
+    units_per_pe = inst.uniform(2.0, 6.0, len(fluors))
+    electronic = inst.uniform(15.0, 40.0, len(fluors))
     cd7 = MARKERS.index("CD7")
 
     # Pilot: the CD7 detector's spread on CD7-negative blasts sets what "dim" means.
-    pilot = replace(spec, cd7_frac=0.0)
-    sig, af, _, _, _ = _cells(np.random.default_rng(seed + 1), pilot, "blast", 4000, layout, None)
-    comp = _detect(np.random.default_rng(seed + 2), sig, af, layout, fluors, spill, units_per_pe, electronic)
+    pilot = replace(spec, cd7_frac=0.0, fmo=False)
+    sig, af, _, _, _ = _cells(np.random.default_rng([seed, 1]), pilot, "blast", 4000, layout, None)
+    comp = _detect(np.random.default_rng([seed, 2]), sig, af, layout, fluors, spill, units_per_pe, electronic)
     q16, q84 = np.percentile((comp @ np.linalg.inv(spill))[:, cd7], [15.87, 84.13])
     spread = float((q84 - q16) / 2)
     cd7_median = spread * (spec.dim_factor if spec.cd7_mode == "dim" else 30.0)
