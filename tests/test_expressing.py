@@ -132,12 +132,14 @@ def test_fmo_reference_wins_and_bad_input_is_named():
     vals, w, source = E.reference_for(np.zeros(5), fmo_values=[1.0, 2.0, np.nan])
     assert source == "fmo" and w is None and vals.tolist() == [1.0, 2.0]
     assert E.reference_for(np.zeros(5))[2] == "pooled"
-    with pytest.raises(ValueError, match="population"):
-        E.mixture_fraction([np.nan], [0.0, 1.0])
+    with pytest.raises(ValueError, match="population: 1 finite values"):
+        E.mixture_fraction([np.nan, 1.0], np.arange(50.0))
+    with pytest.raises(ValueError, match="reference: 3"):
+        E.threshold_fraction(np.arange(50.0), [0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="weights"):
-        E.overton_fraction([0.0, 1.0], [0.0, 1.0], [1.0])
+        E.overton_fraction(np.arange(50.0), np.arange(50.0), [1.0])
     with pytest.raises(ValueError, match="unknown"):
-        E.expressing_fraction([0.0], [0.0], methods=("median",))
+        E.expressing_fraction(np.arange(50.0), np.arange(50.0), methods=("median",))
 
 
 @pytest.mark.parametrize("rule, ci, expected", [
