@@ -5,8 +5,8 @@ library is a :class:`~cd7flow.errors.CD7FlowError` naming the extra that brings 
 (``pip install 'cd7flow[interchange]'``). Nothing here is used by cd7flow's own
 pipeline; it exists so that users of those tools can hand data in and out.
 
-What travels: events (float64, same values), $PnN channel names, $PnS markers,
-$PnR ranges, the spillover matrix and the TEXT keywords.
+What travels: the events (same values), $PnN channel names, $PnS markers, $PnR
+ranges, the spillover matrix and the TEXT keywords.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .sample import Sample
 
 EXTRA = "interchange"
-# flowio keeps TEXT keywords lowercased with the '$' stripped; these patterns put the
-# '$' back on the standard ones ($PnX keywords are standard whatever X is).
+# flowio keeps TEXT keywords lowercased with the '$' stripped; the '$' goes back on the
+# keywords of flowio's standard list and on every $PnX (standard whatever X is).
 _PARAM_KEYWORD = re.compile(r"^P\d+[A-Z]+$")
 
 
@@ -47,8 +47,9 @@ def to_flowkit(sample: "Sample", sample_id: str | None = None):
     The events are the cd7flow Sample's as they stand (already preprocessed when it
     was read with ``preprocess=True``), so the FlowKit Sample is built with
     ``preprocess=False`` and its ``get_events("raw")`` equals ``sample.events``.
-    The spillover matrix is written as $SPILLOVER (FlowKit: ``Matrix`` from
-    ``sample.metadata["spill"]``); the FlowKit Sample is left uncompensated, like ours.
+    The spillover matrix travels as $SPILLOVER (``fk_sample.metadata["spillover"]``, which
+    ``apply_compensation`` accepts); the FlowKit Sample is left uncompensated, like ours.
+    A Time channel in seconds (preprocessed) is labelled $TIMESTEP 1.
     sample_id : FlowKit's id; default the file name of the sample.
     """
     flowkit = _require("flowkit")
