@@ -5,14 +5,16 @@ The viewer once aborted the process (``Fatal Python error: none_dealloc``) after
 test does what a user does for a while (open the demo tubes, switch samples, change
 axes, transforms and plot types, toggle compensation, draw, select and delete gates)
 through the widgets, and checks that the window still answers, that no error box came
-up, that None's reference count did not drain, and that every gate's count and
-% of parent equal an independent recomputation: events read by flowio, the file's own
-$SPILLOVER inverted with numpy, logicle/asinh from flowutils, rectangles by
-comparison, polygons by matplotlib's Path.
+up, and that every gate's count and % of parent equal an independent recomputation:
+events read by flowio, the file's own $SPILLOVER inverted with numpy, logicle/asinh
+from flowutils, rectangles by comparison, polygons by matplotlib's Path.
+
+With PySide6 6.12.0 this run aborts the interpreter (none_dealloc). None's reference
+count is not asserted here: pyqtgraph holds 5 references to None per drawn dot, so
+it swings by tens of thousands with the plot type; tests/test_qt_refcount.py measures
+it in isolation.
 """
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 import pytest
@@ -133,7 +135,6 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
     rng = np.random.default_rng(20240212)
     gates: dict[tuple[str, ...], Recorded] = {}
     checked = drawn = deleted = 0
-    none_before = sys.getrefcount(None)
 
     def current_tube() -> Tube:
         return tubes[window.model.current_index]
@@ -221,6 +222,3 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
     window.samples.setCurrentRow(0)
     assert window.model.current_index == 0 and window.windowTitle().startswith(TUBES[0])
     _check_counts(window, gates, tubes[0], STEPS + 1)
-    # a binding that drops None references loses ~1 per void Qt call: thousands over this run
-    drift = sys.getrefcount(None) - none_before
-    assert drift > -STEPS, f"None lost {-drift} references over {STEPS} interactions"
