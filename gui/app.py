@@ -24,13 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
         return 0
-    try:
-        import pyqtgraph as pg
+    try:  # PySide6 first: without it pyqtgraph fails with a message that names no package
         from PySide6 import QtWidgets
+        import pyqtgraph as pg
     except ImportError as exc:  # the Qt stack is the optional "gui" extra
-        if exc.name in ("pyqtgraph", "PySide6"):
-            problem = f"{exc.name} is not installed; the viewer needs the gui extra: pip install 'cd7flow[gui]'"
-        else:  # installed, but a system library Qt needs is missing
+        package = (exc.name or "").split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and package in ("PySide6", "shiboken6", "pyqtgraph"):
+            problem = f"{package} is not installed; the viewer needs the gui extra: pip install 'cd7flow[gui]'"
+        else:  # installed, but e.g. a system library Qt needs is missing
             problem = f"cannot load Qt: {exc}"
         print(f"cd7flow-gui: {problem}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""The installed Qt binding must not leak or drop references to None.
+"""The gui extra's Qt binding: it must not drop references to None, and its absence is said plainly.
 
 PySide6-Essentials 6.12.0 (shiboken6 6.12.0) releases one reference to ``None`` on
 every call of a Qt method that returns nothing: 1,000 ``QObject.setObjectName`` calls
@@ -16,11 +16,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
-
+REPO = Path(__file__).resolve().parents[1]
 CALLS = 1000
 
 PROBE = textwrap.dedent(f"""
@@ -48,6 +48,7 @@ PROBE = textwrap.dedent(f"""
 @pytest.mark.skipif(sys.version_info >= (3, 12),
                     reason="None is immortal from Python 3.12: its reference count cannot be measured or reach 0")
 def test_void_qt_calls_keep_none_refcount():
+    pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, env=env)
     drift = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in run.stdout.splitlines() if line.strip()}
@@ -57,3 +58,14 @@ def test_void_qt_calls_keep_none_refcount():
         f"None's refcount changed over {CALLS} void Qt calls: {drift}; "
         "this PySide6/shiboken6 release mishandles None (see pyproject.toml, gui extra)")
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("missing", ["PySide6", "pyqtgraph"])
+def test_gui_without_the_gui_extra_says_what_to_install(missing):
+    """``pip install cd7flow`` is headless: cd7flow-gui then prints one line and exits 2."""
+    code = f"import sys; sys.modules[{missing!r}] = None; from gui.app import main; sys.exit(main([]))"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr.splitlines() == [
+        f"cd7flow-gui: {missing} is not installed; the viewer needs the gui extra: pip install 'cd7flow[gui]'"]
