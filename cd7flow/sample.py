@@ -129,3 +129,9 @@ class Sample:
             dataset=self.dataset,
             extra=dict(self.extra),
         )
+
+    def to_anndata(self):
+        """This sample as an ``anndata.AnnData`` (events x channels); see :func:`cd7flow.interchange.to_anndata`."""
+        from .interchange import to_anndata
+
+        return to_anndata(self)
