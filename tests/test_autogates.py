@@ -225,7 +225,7 @@ def test_predict_before_fit_and_bad_shapes_are_gating_errors():
     with pytest.raises(GatingError, match="events x 2"):
         SingletGate().fit(np.zeros((30, 3)))
     with pytest.raises(GatingError, match="needs 2 dimension"):
-        CellsGate(("FSC-A",))
+        CellsGate(("FSC-A",)).fit(np.zeros((100, 2)))  # scikit-learn contract: checked by fit
 
 
 def test_dimensions_with_transforms_are_kept_on_the_gate():
