@@ -471,7 +471,8 @@ class LineageGate(AutoGate):
         if not self.shape_dimensions:
             return
         cols = list(range(n, X.shape[1])) + list(self.secondary_)
-        model = X[pos[:, self.primary_].any(axis=1)][:, cols]
+        # C order, as a column stack: the pairwise sums of mean/cov then match to the last bit.
+        model = np.ascontiguousarray(X[pos[:, self.primary_].any(axis=1)][:, cols])
         if model.shape[0] < 10 * len(cols):
             return
         cov = np.cov(model.T)
