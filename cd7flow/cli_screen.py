@@ -19,6 +19,7 @@ def screen(
     "not_evaluable" (too few blasts, failed QC, marker missing) is an answer, with its reason.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .assays.screening import FMOTube, screen_file, unreadable_record
@@ -69,7 +70,7 @@ def screen(
     for r in records:
         ci = r[k_ci]
         verdict = {"positive": "[green]positive[/green]", "negative": "[yellow]negative[/yellow]"}.get(
-            r["verdict"], f"[red]not evaluable[/red]: {r['reason']}")
+            r["verdict"], f"[red]not evaluable[/red]: {escape(str(r['reason']))}")
         if r.get("error"):
             verdict = "[red]unreadable[/red] (error above)"
         table.add_row(
@@ -87,7 +88,7 @@ def screen(
     console.print(table)
     for r in records:
         for note in r.get("notes") or []:
-            console.print(f"[dim]{r['file']}: {note}[/dim]")
+            console.print(f"[dim]{escape(r['file'])}: {escape(note)}[/dim]")
         for p in r.get("plots") or []:
             console.print(f"[dim]wrote {p}[/dim]")
     if failed:
@@ -133,7 +134,7 @@ def autogate(
     console = Console()
     console.print(table)
     for k, why in g.skipped.items():
-        console.print(f"[dim]gate {k} skipped: {why}[/dim]")
+        console.print(f"[dim]gate {escape(k)} skipped: {escape(why)}[/dim]")
     if membership is not None:
         write_membership_csv(membership, columns)
         console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")

@@ -165,8 +165,8 @@ def _compensation(sample: Sample, protocol: Protocol, mapping: dict[str, str]) -
     error = sample.extra.get("spillover_error")
     why = f"its spillover matrix is unusable ({error})" if error else \
         "it carries no spillover matrix ($SPILLOVER, SPILL or $COMP)"
-    raise NotEvaluable(f"{sample.name}: the protocol compensates with the file's matrix, and {why}; "
-                       "a protocol with [compensation] source = \"none\" gates uncompensated data")
+    raise NotEvaluable(f"the protocol compensates with the file's matrix, and {why} (a protocol whose "
+                       "compensation source is \"none\" gates uncompensated data)")
 
 
 def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str] | None = None
@@ -187,7 +187,7 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
         spec = tspec["ssc"] if scatter else tspec["fluorescence"]
         compensation = None if scatter else comp
         linear = source.channel_values(ch, compensation)
-        xf = _make_transform(spec, float(sample.ranges[idx]), linear, f"{sample.name}: channel {ch} ({key})")
+        xf = _make_transform(spec, float(sample.ranges[idx]), linear, f"channel {ch} ({key})")
         if xf is None:
             dims[key] = Dimension(ch, compensation)
             described[key] = {"channel": ch, "kind": "linear"}
