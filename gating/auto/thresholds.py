@@ -181,7 +181,26 @@ class DensityThreshold(_Threshold1D):
             self.method_ = "tail"
 
 
-class PercentileThreshold(_Threshold1D):
+class _ReferenceThreshold(_Threshold1D):
+    """A threshold from a reference population's values (``fit`` takes the reference only)."""
+
+    _parameter_constraints = {
+        **_Threshold1D._parameter_constraints,
+        "min_reference_events": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _min_events(self) -> int:
+        return int(self.min_reference_events)
+
+    def _fit(self, X: np.ndarray) -> None:
+        self.threshold_ = self._threshold(X[:, 0])
+        self.n_reference_ = int(X.shape[0])
+
+    def _threshold(self, x: np.ndarray) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class PercentileThreshold(_ReferenceThreshold):
     """A percentile of a reference population (e.g. the 99.5th of CD7 on B cells + granulocytes,
     or of the same channel in an FMO tube): ``fit`` takes the reference values only.
 
@@ -194,9 +213,8 @@ class PercentileThreshold(_Threshold1D):
 
     gate_id_default = "percentile_threshold"
     _parameter_constraints = {
-        **_Threshold1D._parameter_constraints,
+        **_ReferenceThreshold._parameter_constraints,
         "percentile": [Interval(Real, 0, 100, closed="neither")],
-        "min_reference_events": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, dimension, percentile: float = 99.5, side: str = "above", min_reference_events: int = 50,
@@ -207,15 +225,11 @@ class PercentileThreshold(_Threshold1D):
         self.min_reference_events = min_reference_events
         self.gate_id = gate_id
 
-    def _min_events(self) -> int:
-        return int(self.min_reference_events)
-
-    def _fit(self, X: np.ndarray) -> None:
-        self.threshold_ = float(np.percentile(X[:, 0], self.percentile))
-        self.n_reference_ = int(X.shape[0])
+    def _threshold(self, x: np.ndarray) -> float:
+        return float(np.percentile(x, self.percentile))
 
 
-class RobustReferenceThreshold(_Threshold1D):
+class RobustReferenceThreshold(_ReferenceThreshold):
     """Median + ``n_sd`` robust SDs of a negative reference population (``fit`` takes it).
 
     The robust SD is half the 15.87th-84.13th percentile range, so up to ~15% of positive
@@ -228,9 +242,8 @@ class RobustReferenceThreshold(_Threshold1D):
 
     gate_id_default = "robust_threshold"
     _parameter_constraints = {
-        **_Threshold1D._parameter_constraints,
+        **_ReferenceThreshold._parameter_constraints,
         "n_sd": [Interval(Real, 0, None, closed="neither")],
-        "min_reference_events": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, dimension, n_sd: float = 4.0, side: str = "above", min_reference_events: int = 50,
@@ -241,12 +254,8 @@ class RobustReferenceThreshold(_Threshold1D):
         self.min_reference_events = min_reference_events
         self.gate_id = gate_id
 
-    def _min_events(self) -> int:
-        return int(self.min_reference_events)
-
-    def _fit(self, X: np.ndarray) -> None:
-        lo, med, hi = np.percentile(X[:, 0], [15.865525393145708, 50.0, 84.13447460685429])
+    def _threshold(self, x: np.ndarray) -> float:
+        lo, med, hi = np.percentile(x, [15.865525393145708, 50.0, 84.13447460685429])
         self.median_ = float(med)
         self.robust_sd_ = float(hi - lo) / 2
-        self.threshold_ = self.median_ + self.n_sd * self.robust_sd_
-        self.n_reference_ = int(X.shape[0])
+        return self.median_ + self.n_sd * self.robust_sd_
