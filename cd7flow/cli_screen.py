@@ -110,9 +110,10 @@ def autogate(
     (with its compensation and transforms) so it can be re-applied or edited elsewhere.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from .assays.protocol_gating import run_protocol_gates
+    from .assays.protocol_gating import run_protocol_gates, sample_notes
     from .errors import CD7FlowError, NotEvaluable
     from .io.fcs_read import read_fcs
     from .membership import write_membership_csv
@@ -135,6 +136,8 @@ def autogate(
     console.print(table)
     for k, why in g.skipped.items():
         console.print(f"[dim]gate {escape(k)} skipped: {escape(why)}[/dim]")
+    for note in sample_notes(sample, proto):
+        console.print(f"[dim]{escape(note)}[/dim]")
     if membership is not None:
         write_membership_csv(membership, columns)
         console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")

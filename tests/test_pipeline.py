@@ -178,6 +178,8 @@ def test_uncompensable_file_is_not_evaluable_unless_the_protocol_allows_none(sam
     with pytest.warns(UserWarning) if why == "unusable" else _nothing():
         allowed = screen_file(bad, load_protocol(tmp_path / "none.toml"))
     assert allowed["verdict"] in ("positive", "negative")
+    ignored = [n for n in allowed["notes"] if "spillover matrix ignored" in n]
+    assert len(ignored) == (1 if why == "unusable" else 0)  # the user sees it in the record, not only on stderr
 
 
 class _nothing:

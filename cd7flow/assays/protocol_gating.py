@@ -31,7 +31,7 @@ from ..errors import NotEvaluable
 from ..protocol import GateSpec, Protocol, resolve_markers
 from ..sample import Sample
 
-__all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width"]
+__all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
 UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
 """Scatter keys (protocol ``[scatter]``) used as stored: linear, never compensated."""
@@ -151,6 +151,17 @@ class GatedSample:
 
     def count(self, population: str) -> int:
         return int(np.count_nonzero(self.masks[population]))
+
+
+def sample_notes(sample: Sample, protocol: Protocol) -> list[str]:
+    """What a user must see about the file itself: the reader's warnings (recovered offsets,
+    assumed byte order...), and a spillover matrix left unused because it is unusable when the
+    protocol gates uncompensated data anyway (with "file" compensation that is not_evaluable)."""
+    notes = [f"file: {w}" for w in sample.extra.get("warnings") or []]
+    error = sample.extra.get("spillover_error")
+    if error and protocol.section("compensation").get("source", "file") != "file":
+        notes.append(f"file: spillover matrix ignored ({error}); the protocol gates uncompensated data")
+    return notes
 
 
 def _compensation(sample: Sample, protocol: Protocol, mapping: dict[str, str]) -> str | None:

@@ -39,7 +39,7 @@ from .. import __version__
 from ..errors import NotEvaluable, ProtocolError
 from ..protocol import Protocol, load_protocol, resolve_markers
 from ..sample import Sample
-from .protocol_gating import GatedSample, fitted_strategy, logicle_width, run_protocol_gates
+from .protocol_gating import GatedSample, fitted_strategy, logicle_width, run_protocol_gates, sample_notes
 from .screening_plots import write_plots
 
 # Gate fitting and plots live in their own modules; these names stay importable from here
@@ -170,6 +170,7 @@ def screen_sample(sample: Sample, protocol: Protocol, fmo: "Sample | FMOTube | N
 def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict, plots_dir) -> None:
     s = protocol.settings
     pos_cfg, inten, qc = s["positivity"], s["intensity"], s["qc"]
+    rec["notes"] = sample_notes(sample, protocol)
     _mapping, missing = resolve_markers(sample, protocol)
     required = [m for m in protocol.markers.values() if m.required and m.name in missing]
     if required:
@@ -179,7 +180,7 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     rec["channels"] = g.channels
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
-    rec["notes"] = [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
+    rec["notes"] += [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
     if any(x.method == "singlets" and x.id in g.skipped for x in protocol.gates):
         rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
                             "positivity threshold")
