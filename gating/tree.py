@@ -20,7 +20,7 @@ import numpy as np
 
 from .dimensions import DataSource
 from .errors import GatingError
-from .gates import BooleanGate, Gate, QuadrantGate
+from .gates import BooleanGate, Gate, GateReference, QuadrantGate
 
 __all__ = ["Population", "GatingTree", "GatingResult", "ROOT"]
 
@@ -84,6 +84,24 @@ class GatingTree:
             self._populations[pop.path] = pop
             self._children.setdefault(pop.path, [])
             self._children[parent_path].append(pop.path)
+        return new
+
+    def add_siblings(self, gates: Sequence[Gate], parent: PathLike | None = None) -> list[Population]:
+        """Add ``gates`` in order under one ``parent``; returns the new populations.
+
+        A boolean gate's operand naming another gate of the group (by id) refers to that
+        sibling population: the operand is rewritten to its absolute path, so a name used
+        elsewhere in the tree can never be picked up instead.
+        """
+        parent_path = self._parent_path(parent)
+        ids = {g.id for g in gates}
+        new: list[Population] = []
+        for gate in gates:
+            if isinstance(gate, BooleanGate) and any(o.ref in ids for o in gate.operands if isinstance(o.ref, str)):
+                gate = BooleanGate(gate.id, gate.operator, [
+                    GateReference(parent_path + (o.ref,), o.complement) if isinstance(o.ref, str) and o.ref in ids
+                    else o for o in gate.operands])
+            new.extend(self.add(gate, parent_path or None))
         return new
 
     def _parent_path(self, parent: PathLike | None) -> tuple[str, ...]:
