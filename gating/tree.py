@@ -22,10 +22,14 @@ from .dimensions import DataSource
 from .errors import GatingError
 from .gates import BooleanGate, Gate, QuadrantGate
 
-__all__ = ["Population", "GatingTree", "GatingResult", "ROOT"]
+__all__ = ["Population", "GatingTree", "GatingResult", "ROOT", "ROOT_PATH", "ROOT_PATH_STR"]
 
 ROOT = "root"
-"""Name of the root population (all events)."""
+"""Name of the root population (all events); accepted wherever a population name is."""
+ROOT_PATH: tuple[str, ...] = ()
+"""Path of the root population (populations' paths start below it)."""
+ROOT_PATH_STR = "/"
+"""The root's path as a string, as :attr:`Population.path_str` spells paths."""
 
 PathLike = str | Sequence[str]
 
@@ -90,7 +94,7 @@ class GatingTree:
         if parent is None:
             return ()
         parts = _split(parent)
-        if parts in ((), (ROOT,)):
+        if parts in (ROOT_PATH, (ROOT,)):
             return ()
         return self.find(parts).path
 
@@ -189,7 +193,7 @@ class GatingResult:
 
     def mask(self, name_or_path: PathLike) -> np.ndarray:
         """Bool mask of the population (its own gate and all its ancestors)."""
-        if _split(name_or_path) in ((), (ROOT,)):
+        if _split(name_or_path) in (ROOT_PATH, (ROOT,)):
             return np.ones(self.n_events, dtype=bool)
         pop = self.tree.find(name_or_path)
         cached = self._masks.get(pop.path)

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from cd7flow.errors import WorkspaceError
 from cd7flow.io.fcs_read import read_fcs
-from cd7flow.io.flowjo import OutsideGate, read_flowjo_workspace
+from cd7flow.io.flowjo import read_flowjo_workspace
+from gating.gates import OutsideGate
 from cd7flow.io.flowjo9 import CalibrationTableTransform
 from gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
 

@@ -1,7 +1,8 @@
 """Spillover matrices: parse them (FCS keywords, matrix files), estimate them, apply them.
 
 Public API: :class:`SpilloverMatrix`, :func:`spillover_from_metadata`,
-:func:`read_matrix_file`, :func:`compensate`, :func:`compute_spillover`.
+:func:`read_matrix_file`, :func:`compensate`, :func:`compute_spillover`; Gating-ML
+spectrum (unmixing) matrices: :class:`SpectrumMatrix`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from ..sample import Sample
 from .estimate import compute_spillover
 from .matrix import CHUNK_ROWS, SpilloverMatrix
 from .parse import read_matrix_file, spillover_from_metadata
+from .spectrum import SpectrumMatrix
 
-__all__ = ["CHUNK_ROWS", "SpilloverMatrix", "compensate", "compute_spillover",
+__all__ = ["CHUNK_ROWS", "SpectrumMatrix", "SpilloverMatrix", "compensate", "compute_spillover",
            "read_matrix_file", "spillover_from_metadata"]
 
 

@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from gating.dimensions import Dimension, RatioDimension
+from gating.dimensions import (
+    FCS_COMPENSATION,
+    UNCOMPENSATED,
+    UNCOMPENSATED_NAME,
+    Dimension,
+    RatioDimension,
+    is_uncompensated,
+)
 from gating.gates import (
     BooleanGate,
     Divider,
@@ -41,11 +48,12 @@ from gating.gates import (
 )
 from gating.tree import GatingTree, Population
 
-from ..datasource import GatingStrategy, SpectrumMatrix
-from ..outputs import atomic_output
-from .xml_safe import attribute, child, children, local_name, parse_xml
+from ..compensation.spectrum import SpectrumMatrix
 from ..errors import GatingError, GatingMLError, TransformError
+from ..outputs import atomic_output
+from ..strategy import GatingStrategy
 from ..transforms import BoundedTransform, Transform, transform_from_spec
+from .xml_safe import attribute, child, children, local_name, number_attribute, parse_xml
 
 __all__ = ["read_gatingml", "write_gatingml", "GatingStrategy"]
 
@@ -78,18 +86,7 @@ class _Reader:
 
     def number(self, el: ET.Element, name: str, what: str, default: float | None = None,
                required: bool = True) -> float | None:
-        raw = _attr(el, name)
-        if raw is None:
-            if default is not None or not required:
-                return default
-            raise self.fail(f"{what}: missing attribute {name!r}")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not a number") from None
-        if not np.isfinite(value):
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not finite")
-        return value
+        return number_attribute(el, name, what, self.fail, required=required, default=default)
 
     # -- transforms and compensation --
     def transformation(self, el: ET.Element, strategy: GatingStrategy) -> None:
@@ -154,8 +151,8 @@ class _Reader:
 
     # -- gates --
     def dimension(self, el: ET.Element, what: str) -> Dimension:
-        comp = _attr(el, "compensation-ref", "uncompensated")
-        comp = None if comp in ("", "uncompensated") else comp
+        comp = _attr(el, "compensation-ref", UNCOMPENSATED_NAME)
+        comp = UNCOMPENSATED if is_uncompensated(comp) else comp
         xform = _attr(el, "transformation-ref") or None
         fcs = _kid(el, "fcs-dimension")
         new = _kid(el, "new-dimension")
@@ -313,7 +310,8 @@ class _Reader:
                         raise self.fail(f"gate {gate.id!r}: transformation-ref {dim.transform!r} is an fratio; "
                                         "a ratio is used as a new-dimension, not as a scale")
                     raise self.fail(f"gate {gate.id!r}: unknown transformation-ref {dim.transform!r}")
-                if dim.compensation not in (None, "FCS") and dim.compensation not in strategy.compensations:
+                if not is_uncompensated(dim.compensation) and dim.compensation != FCS_COMPENSATION \
+                        and dim.compensation not in strategy.compensations:
                     raise self.fail(f"gate {gate.id!r}: unknown compensation-ref {dim.compensation!r}")
 
 
@@ -327,6 +325,33 @@ def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
 # ---------------------------------------------------------------- writing --
 def _q(ns: str, name: str) -> str:
     return f"{{{ns}}}{name}"
+
+
+_PREFIXES = {NS_GATING: "gating", NS_TRANSFORMS: "transforms", NS_DATATYPE: "data-type"}
+"""The prefixes Gating-ML files conventionally use (the namespace map of our output)."""
+
+
+def _with_prefixes(root: ET.Element) -> ET.Element:
+    """Spell ``{namespace}name`` tags and attributes as ``prefix:name``, declaring on the root
+    (sorted by prefix) the namespaces used: ElementTree's own prefix map is process-wide
+    (``ET.register_namespace``), this one is local to the document."""
+    used: set[str] = set()
+
+    def prefixed(name: str) -> str:
+        if name.startswith("{"):
+            ns, local = name[1:].split("}", 1)
+            used.add(ns)
+            return f"{_PREFIXES[ns]}:{local}"
+        return name
+
+    for el in root.iter():
+        el.tag = prefixed(el.tag)
+        if el.attrib:
+            el.attrib = {prefixed(k): v for k, v in el.attrib.items()}
+    own = dict(root.attrib)
+    root.attrib = {f"xmlns:{p}": ns for p, ns in sorted((_PREFIXES[ns], ns) for ns in used)}
+    root.attrib.update(own)
+    return root
 
 
 def _num(value: float) -> str:
@@ -399,7 +424,7 @@ class _Writer:
                 ET.SubElement(sp, _q(NS_TRANSFORMS, "coefficient"), {_q(NS_TRANSFORMS, "value"): _num(v)})
 
     def dim_attrs(self, d: Dimension) -> dict[str, str]:
-        a = {_q(NS_GATING, "compensation-ref"): d.compensation if d.compensation else "uncompensated"}
+        a = {_q(NS_GATING, "compensation-ref"): UNCOMPENSATED_NAME if is_uncompensated(d.compensation) else d.compensation}
         if d.transform:
             if d.transform not in self.s.transforms:
                 raise self.fail(f"dimension {d} names transform {d.transform!r}, which the strategy lacks")
@@ -481,8 +506,6 @@ class _Writer:
                     _q(NS_GATING, "use-as-complement"): "true" if o.complement else "false"})
 
     def document(self) -> ET.Element:
-        for prefix, ns in (("gating", NS_GATING), ("transforms", NS_TRANSFORMS), ("data-type", NS_DATATYPE)):
-            ET.register_namespace(prefix, ns)
         root = ET.Element(_q(NS_GATING, "Gating-ML"))
         for tid, xf in self.s.transforms.items():
             self.transform(root, tid, xf)
@@ -509,7 +532,7 @@ def write_gatingml(strategy: GatingStrategy, path: str | os.PathLike) -> None:
     a Gating-ML 2.0 form (FlowJo biex, FlowJo log) raise GatingMLError.
     """
     path = os.fspath(path)
-    root = _Writer(strategy, path).document()
+    root = _with_prefixes(_Writer(strategy, path).document())
     ET.indent(root)
     data = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
     with atomic_output(path, "wb", error_class=GatingMLError) as fh:

@@ -7,8 +7,10 @@ files disagree on namespace prefixes.
 """
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
@@ -44,14 +46,55 @@ def attribute(el: ET.Element, name: str, default: str | None = None) -> str | No
     return default
 
 
-def children(el: ET.Element, name: str) -> list[ET.Element]:
-    """Direct children with this local name."""
-    return [c for c in el if local_name(c.tag) == name]
+def children(el: ET.Element | None, name: str) -> list[ET.Element]:
+    """Direct children with this local name (none of a missing element)."""
+    return [] if el is None else [c for c in el if local_name(c.tag) == name]
 
 
-def child(el: ET.Element, name: str) -> ET.Element | None:
+def child(el: ET.Element | None, name: str) -> ET.Element | None:
     """First direct child with this local name, or None."""
-    for c in el:
+    for c in el if el is not None else ():
         if local_name(c.tag) == name:
             return c
     return None
+
+
+def child_text(el: ET.Element, name: str) -> str | None:
+    """Stripped text of the first direct child with this local name ('' if empty), or None."""
+    found = child(el, name)
+    return None if found is None else (found.text or "").strip()
+
+
+def _as_finite(raw: str | None) -> float | str:
+    """The finite float ``raw`` spells, or what is wrong with it."""
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "is not a number"
+    return value if math.isfinite(value) else "is not finite"
+
+
+def finite_number(raw: str | None, what: str, fail: Callable[[str], Exception]) -> float:
+    """``raw`` (attribute or element text) as a finite float; ``fail(problem)`` builds the error to raise."""
+    value = _as_finite(raw)
+    if isinstance(value, str):
+        raise fail(f"{what}: {raw!r} {value}")
+    return value
+
+
+def number_attribute(el: ET.Element, name: str, what: str, fail: Callable[[str], Exception], *,
+                     required: bool = True, default: float | None = None) -> float | None:
+    """Attribute ``name`` (local name) of ``el`` as a finite float.
+
+    An absent attribute gives ``default`` unless it is required and has no default;
+    ``fail(problem)`` builds the error (the caller's error class naming the file).
+    """
+    raw = attribute(el, name)
+    if raw is None:
+        if default is not None or not required:
+            return default
+        raise fail(f"{what}: missing attribute {name!r}")
+    value = _as_finite(raw)
+    if isinstance(value, str):
+        raise fail(f"{what}: attribute {name}={raw!r} {value}")
+    return value
