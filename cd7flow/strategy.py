@@ -28,6 +28,7 @@ class GatingStrategy:
     compensations : id -> SpilloverMatrix or SpectrumMatrix ("FCS"/"uncompensated" are implicit).
     derived : id -> RatioDimension (Gating-ML fratio).
     source_path : the gating file it was read from (named in errors), if any.
+    sample_name : for a workspace, the sample whose gates these are.
     """
 
     tree: GatingTree = field(default_factory=GatingTree)
@@ -35,6 +36,7 @@ class GatingStrategy:
     compensations: dict[str, Any] = field(default_factory=dict)
     derived: dict[str, RatioDimension] = field(default_factory=dict)
     source_path: str | None = None
+    sample_name: str | None = None
 
     def source(self, sample: Sample) -> SampleSource:
         return SampleSource(sample, self.compensations, self.transforms, self.derived)
