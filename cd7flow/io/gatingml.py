@@ -46,6 +46,7 @@ from gating.gates import (
     QuadrantGate,
     RectangleGate,
 )
+from gating.errors import GatingError as GeometryError
 from gating.tree import GatingTree, Population
 
 from ..compensation.spectrum import SpectrumMatrix
@@ -60,6 +61,9 @@ __all__ = ["read_gatingml", "write_gatingml", "GatingStrategy"]
 NS_GATING = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
 NS_TRANSFORMS = "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
 NS_DATATYPE = "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"
+
+MAX_NESTING = 100
+"""Deepest nesting of foreign container elements around the Gating-ML definitions."""
 
 _KINDS = {
     "flin": ("T", "A"),
@@ -246,51 +250,62 @@ class _Reader:
                     self.spectrum_matrix(el, strategy)
                 elif name.endswith("Gate"):
                     pending.append((self.gate(el), _attr(el, "parent_id") or None))
-            except GatingError as exc:
+            except GeometryError as exc:  # gating's own (polygon < 3 vertices, min > max) or cd7flow's
                 raise self.fail(str(exc)) from None
         self.build_tree(strategy.tree, pending)
         self.check_references(strategy)
         return strategy
 
-    def _definitions(self, parent: ET.Element):
+    def _definitions(self, root: ET.Element):
         """Top-level definitions; elements of foreign namespaces are looked into, not skipped
-        (files wrap gates in vendor containers such as <sample>)."""
-        for el in parent:
+        (files wrap gates in vendor containers such as <sample>). Iterative, and refuses
+        containers nested deeper than :data:`MAX_NESTING`."""
+        stack = [(iter(root), 1)]
+        while stack:
+            depth = stack[-1][1]
+            el = next(stack[-1][0], None)
+            if el is None:
+                stack.pop()
+                continue
             tag = el.tag if isinstance(el.tag, str) else ""
             ns = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
             if ns in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE):
                 yield el
             elif tag:
-                yield from self._definitions(el)
+                if depth >= MAX_NESTING:
+                    raise self.fail(f"elements are nested more than {MAX_NESTING} deep (at <{_local(tag)}>); "
+                                    "not a Gating-ML document")
+                stack.append((iter(el), depth + 1))
 
     def build_tree(self, tree: GatingTree, pending: list[tuple[Gate, str | None]]) -> None:
-        """Add gates parents first; a parent_id may name a gate or a quadrant."""
-        ids: set[str] = set()
-        for gate, _ in pending:
+        """Add gates parents first; a parent_id may name a gate or a quadrant.
+
+        Gates are added in file order, except that a gate whose parent comes later in
+        the file waits for it (and is added after the gates that did not wait): the
+        order a repeated sweep over the file would give, computed in one pass.
+        """
+        owner: dict[str, int] = {}  # gate/quadrant id -> index in pending of the gate defining it
+        for i, (gate, _) in enumerate(pending):
             names = gate.quadrant_ids if isinstance(gate, QuadrantGate) else (gate.id,)
             for n in names:
-                if n in ids:
+                if n in owner:
                     raise self.fail(f"gate id {n!r} is used twice")
-                ids.add(n)
+                owner[n] = i
             if isinstance(gate, QuadrantGate):
-                ids.add(gate.id)
-        where: dict[str, tuple[str, ...]] = {}  # gate/quadrant id -> population path
-        todo = list(pending)
-        while todo:
-            left = []
-            for gate, parent in todo:
-                if parent is not None and parent not in where:
-                    left.append((gate, parent))
-                    continue
-                parent_path = where[parent] if parent else None
-                for pop in tree.add(gate, parent_path):
-                    where[pop.name] = pop.path
-                if isinstance(gate, QuadrantGate):
-                    where.setdefault(gate.id, parent_path or ())
-            if len(left) == len(todo):
-                bad = ", ".join(f"{g.id!r} (parent {p!r})" for g, p in left)
-                raise self.fail(f"parent_id refers to a missing gate or forms a cycle: {bad}")
-            todo = left
+                owner.setdefault(gate.id, i)
+        sweep = _sweeps(pending, owner)
+        stuck = [pending[i] for i, k in enumerate(sweep) if k is None]
+        if stuck:
+            bad = ", ".join(f"{g.id!r} (parent {p!r})" for g, p in stuck)
+            raise self.fail(f"parent_id refers to a missing gate or forms a cycle: {bad}")
+        where: dict[str, Population | None] = {}  # gate/quadrant id -> population (None = the root)
+        for i in sorted(range(len(pending)), key=lambda i: (sweep[i], i)):
+            gate, parent = pending[i]
+            parent_pop = where[parent] if parent else None
+            for pop in tree.add(gate, parent_pop):
+                where[pop.name] = pop
+            if isinstance(gate, QuadrantGate):
+                where.setdefault(gate.id, parent_pop)
 
     def check_references(self, strategy: GatingStrategy) -> None:
         for what, ref in self.new_dimensions:
@@ -313,6 +328,79 @@ class _Reader:
                 if not is_uncompensated(dim.compensation) and dim.compensation != FCS_COMPENSATION \
                         and dim.compensation not in strategy.compensations:
                     raise self.fail(f"gate {gate.id!r}: unknown compensation-ref {dim.compensation!r}")
+        cycle = _dependency_cycle(strategy.tree)
+        if cycle:
+            raise self.fail("boolean gates depend on themselves (through their operands and parents): "
+                            + " -> ".join(cycle))
+
+
+def _sweeps(pending: list[tuple[Gate, str | None]], owner: dict[str, int]) -> list[int | None]:
+    """For each gate, the sweep over the file in which its parent exists (None: never).
+
+    A top-level gate is placed in sweep 1; a gate after its parent in the file in its
+    parent's sweep, before it in the next one. A missing parent or a cycle of
+    parent_ids leaves the gate (and every gate below it) at None. Iterative, so a
+    chain of nested gates of any length is fine.
+    """
+    n = len(pending)
+    sweep: list[int | None] = [None] * n
+    settled = [False] * n
+    for start in range(n):
+        chain: list[int] = []
+        on_chain: set[int] = set()
+        j: int | None = start
+        while j is not None and not settled[j] and j not in on_chain:
+            chain.append(j)
+            on_chain.add(j)
+            parent = pending[j][1]
+            j = owner.get(parent, -1) if parent is not None else None
+            if j == -1:  # a parent_id no gate defines
+                break
+        # j is None (reached the root), settled, on the chain (a cycle) or -1 (missing)
+        for k in reversed(chain):
+            parent = pending[k][1]
+            if parent is None:
+                sweep[k] = 1
+            else:
+                p = owner.get(parent)
+                if p is not None and settled[p] and sweep[p] is not None:
+                    sweep[k] = sweep[p] + (0 if p < k else 1)
+            settled[k] = True
+    return sweep
+
+
+def _dependency_cycle(tree: GatingTree) -> list[str]:
+    """Gate ids of a cycle in 'needs the mask of' (operands of boolean gates, and parents), or [].
+
+    Found before gating so that such a file is refused with its name, not at evaluation.
+    Iterative depth-first search: the tree may be deep.
+    """
+    def needs(pop: Population) -> list[Population]:
+        out = [pop.parent] if pop.parent is not None else []
+        if isinstance(pop.gate, BooleanGate):
+            out += [tree.find(ref) for ref in pop.gate.references]
+        return out
+
+    state: dict[Population, int] = {}  # 1 = on the current path, 2 = done
+    for start in tree.populations():
+        if start in state or not isinstance(start.gate, BooleanGate):
+            continue
+        path = [start]
+        stack = [iter(needs(start))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                loop = path[path.index(nxt):] + [nxt]
+                return [p.name for p in loop]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(needs(nxt)))
+    return []
 
 
 def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
@@ -367,7 +455,7 @@ class _Writer:
         for p in pops:
             counts[p.name] = counts.get(p.name, 0) + 1
         # Gating-ML ids are global: a name used twice in the tree is written as its path.
-        self.ids = {p.path: (p.name if counts[p.name] == 1 else "_".join(p.path)) for p in pops}
+        self.ids = {p: (p.name if counts[p.name] == 1 else "_".join(p.path)) for p in pops}
         self.pops = pops
 
     def fail(self, problem: str) -> GatingMLError:
@@ -442,7 +530,7 @@ class _Writer:
 
     def gate(self, root: ET.Element, pop: Population) -> None:
         g = pop.gate
-        gid = self.ids[pop.path]
+        gid = self.ids[pop]
         kind = type(g)
         for base in (RectangleGate, PolygonGate, EllipsoidGate, QuadrantGate, BooleanGate):
             if isinstance(g, base):
@@ -451,8 +539,8 @@ class _Writer:
         else:
             raise self.fail(f"gate {g.id!r} ({type(g).__name__}) is not a Gating-ML gate type")
         attrs = {_q(NS_GATING, "id"): gid}
-        if pop.parent_path:
-            attrs[_q(NS_GATING, "parent_id")] = self.ids[pop.parent_path]
+        if pop.parent is not None:
+            attrs[_q(NS_GATING, "parent_id")] = self.ids[pop.parent]
         el = ET.SubElement(root, _q(NS_GATING, kind.__name__), attrs)
         if kind is RectangleGate:
             for d, lo, hi in zip(g.dimensions, g.mins, g.maxs):
@@ -502,7 +590,7 @@ class _Writer:
                 except GatingError as exc:
                     raise self.fail(f"boolean gate {g.id!r}: {exc}") from None
                 ET.SubElement(op, _q(NS_GATING, "gateReference"), {
-                    _q(NS_GATING, "ref"): self.ids[target.path],
+                    _q(NS_GATING, "ref"): self.ids[target],
                     _q(NS_GATING, "use-as-complement"): "true" if o.complement else "false"})
 
     def document(self) -> ET.Element:
@@ -513,10 +601,10 @@ class _Writer:
             self.ratio(root, r)
         for mid, m in self.s.compensations.items():
             self.matrix(root, mid, m)
-        done_quadrants: set[tuple[int, tuple[str, ...]]] = set()
+        done_quadrants: set[tuple[int, int]] = set()
         for pop in self.pops:
             if isinstance(pop.gate, QuadrantGate):
-                key = (id(pop.gate), pop.parent_path)
+                key = (id(pop.gate), id(pop.parent))
                 if key in done_quadrants:
                     continue
                 done_quadrants.add(key)
