@@ -6,7 +6,6 @@ spectrum (unmixing) matrices: :class:`SpectrumMatrix`.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,7 +50,7 @@ def compensate(sample_or_events, spillover: SpilloverMatrix | None = None,
         events = spill.compensate(sample.events, sample.channels, out=out)
         if inplace:
             return sample
-        return dataclasses.replace(sample, events=events, extra=dict(sample.extra))
+        return sample.with_events(events)
     if spillover is None:
         raise CompensationError(None, "compensate(events, ...) needs a spillover matrix")
     if channels is None:
