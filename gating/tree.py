@@ -22,7 +22,8 @@ from .dimensions import DataSource
 from .errors import GatingError
 from .gates import BooleanGate, Gate, QuadrantGate
 
-__all__ = ["Population", "GatingTree", "GatingResult", "ROOT", "ROOT_PATH", "ROOT_PATH_STR", "MASK_CACHE_BYTES"]
+__all__ = ["Population", "GatingTree", "GatingResult", "ROOT", "ROOT_PATH", "ROOT_PATH_STR", "MASK_CACHE_BYTES",
+           "PACKED_CACHE_BYTES"]
 
 ROOT = "root"
 """Name of the root population (all events); accepted wherever a population name is."""
@@ -32,11 +33,14 @@ ROOT_PATH_STR = "/"
 """The root's path as a string, as :attr:`Population.path_str` spells paths."""
 
 MASK_CACHE_BYTES = 512 * 2**20
-"""Bytes of population masks a :class:`GatingResult` keeps (least recently used go first).
+"""Bytes of population masks a :class:`GatingResult` keeps as bool arrays (least recently used go first).
 
-Masks beyond it are recomputed from the gate and the parent when asked for again, so a
-tree of 200,000 gates costs memory for its gates, not 200,000 event-length masks.
+A mask pushed out is kept bit-packed (8 times smaller) within :data:`PACKED_CACHE_BYTES`,
+beyond that recomputed from its gate and parent when asked for again: a tree of 200,000
+gates costs memory for its gates, not 200,000 event-length masks.
 """
+PACKED_CACHE_BYTES = 256 * 2**20
+"""Bytes of bit-packed masks a :class:`GatingResult` keeps after they leave the bool cache."""
 
 PathLike = str | Sequence[str]
 
@@ -213,13 +217,16 @@ class GatingResult:
     (0-100); a population whose parent is empty has NaN % of parent.
     """
 
-    def __init__(self, tree: GatingTree, source: DataSource, cache_bytes: int = MASK_CACHE_BYTES):
+    def __init__(self, tree: GatingTree, source: DataSource, cache_bytes: int = MASK_CACHE_BYTES,
+                 packed_bytes: int = PACKED_CACHE_BYTES):
         self.tree = tree
         self.source = source
         self.n_events = int(source.n_events)
         self._masks: OrderedDict[Population, np.ndarray] = OrderedDict()
+        self._packed: OrderedDict[Population, np.ndarray] = OrderedDict()
         self._counts: dict[Population, int] = {}
         self._cache_bytes = cache_bytes
+        self._packed_bytes = packed_bytes
         self._in_progress: set[Population] = set()
 
     def _own(self, pop: Population) -> np.ndarray:
@@ -247,7 +254,7 @@ class GatingResult:
         # this population and its ancestors without a cached mask, nearest first
         # (a loop, not recursion: a Gating-ML file may nest gates thousands deep)
         todo = [pop]
-        while todo[-1].parent is not None and todo[-1].parent not in self._masks:
+        while todo[-1].parent is not None and self._cached(todo[-1].parent) is None:
             todo.append(todo[-1].parent)
         top_parent = todo[-1].parent
         mask = self._cached(top_parent) if top_parent is not None else None
@@ -259,7 +266,25 @@ class GatingResult:
         mask = self._masks.get(pop)
         if mask is not None:
             self._masks.move_to_end(pop)
+            return mask
+        packed = self._packed.pop(pop, None)
+        if packed is None:
+            return None
+        mask = np.unpackbits(packed, count=self.n_events).view(bool)
+        mask.setflags(write=False)
+        self._keep(pop, mask)
         return mask
+
+    def _keep(self, pop: Population, mask: np.ndarray) -> None:
+        """Cache ``mask``; over budget, the least recently used masks are packed, then dropped."""
+        self._masks[pop] = mask
+        budget = max(self._cache_bytes // max(mask.nbytes, 1), 1)
+        while len(self._masks) > budget:
+            old, old_mask = self._masks.popitem(last=False)
+            self._packed[old] = np.packbits(old_mask)
+        packed_budget = self._packed_bytes // max((self.n_events + 7) // 8, 1)
+        while len(self._packed) > packed_budget:
+            self._packed.popitem(last=False)
 
     def _compute(self, pop: Population, parent: np.ndarray | None) -> np.ndarray:
         """Mask of ``pop`` given its parent's mask (None under the root); counted and cached."""
@@ -273,11 +298,7 @@ class GatingResult:
             self._in_progress.discard(pop)
         mask.setflags(write=False)
         self._counts[pop] = int(np.count_nonzero(mask))
-        self._masks[pop] = mask
-        # over budget: the least recently used masks go (recomputed if asked for again)
-        budget = max(self._cache_bytes // max(mask.nbytes, 1), 1)
-        while len(self._masks) > budget:
-            self._masks.popitem(last=False)
+        self._keep(pop, mask)
         return mask
 
     def _count(self, pop: Population) -> int:

@@ -123,10 +123,14 @@ def test_masks_beyond_the_cache_are_recomputed_identically():
     tree.add(BooleanGate("notC", "not", ["C"]), "A")
     src = ArraySource(x, ["x", "y"])
     full = GatingResult(tree, src)
-    tiny = GatingResult(tree, src, cache_bytes=1)  # keeps one mask at a time
-    for pop in tree:
-        assert np.array_equal(full.mask(pop.path), tiny.mask(pop.path)), pop.path_str
-        assert full.count(pop.path) == tiny.count(pop.path)
+    tiny = GatingResult(tree, src, cache_bytes=1, packed_bytes=0)  # keeps one mask at a time
+    packed = GatingResult(tree, src, cache_bytes=1)  # the others bit-packed
+    for _ in range(2):
+        for pop in tree:
+            for other in (tiny, packed):
+                assert np.array_equal(full.mask(pop.path), other.mask(pop.path)), pop.path_str
+                assert full.count(pop.path) == other.count(pop.path)
+    assert len(packed._packed) == len(tree) - 1 and not tiny._packed
     expected_c = (x[:, 0] >= -1) & (x[:, 1] < 0.5) & (x[:, 0] < 1)
     assert tiny.count("C") == int(expected_c.sum())
     assert tiny.count("notC") == int(((x[:, 0] >= -1) & ~expected_c).sum())
