@@ -77,7 +77,7 @@ from ..transforms import (
     Transform,
 )
 from .flowjo9 import is_flowjo9, read_flowjo9
-from .workspace import Workspace, WorkspaceSample, population_count
+from .workspace import Workspace, WorkspaceSample, build_workspace, population_count
 from .xml_safe import attribute as _attr
 from .xml_safe import child as _kid
 from .xml_safe import children as _kids
@@ -130,31 +130,12 @@ class _Reader10:
         sample_list = _kid(root, "SampleList")
         if sample_list is None:
             raise self.fail("no <SampleList> (not a FlowJo workspace)")
-        by_id: dict[str, WorkspaceSample] = {}
-        for el in _kids(sample_list, "Sample"):
-            ws = self.sample(el)
-            if ws.sample_id in by_id:
-                raise self.fail(f"sample id {ws.sample_id} is used twice")
-            by_id[ws.sample_id] = ws
-        groups: dict[str, list[str]] = {}
         groups_el = _kid(root, "Groups")
-        for node in _kids(groups_el, "GroupNode") if groups_el is not None else []:
-            gname = _attr(node, "name") or ""
-            group = _kid(node, "Group")
-            refs = _kid(group, "SampleRefs") if group is not None else None
-            members = []
-            for ref in _kids(refs, "SampleRef") if refs is not None else []:
-                ws = by_id.get(_attr(ref, "sampleID") or "")
-                if ws is not None:
-                    members.append(ws.name)
-                    ws.groups.append(gname)
-            groups[gname] = members
-        samples: dict[str, WorkspaceSample] = {}
-        for ws in by_id.values():
-            if ws.name in samples:
-                raise self.fail(f"two samples are named {ws.name!r}")
-            samples[ws.name] = ws
-        return Workspace(self.path, version, samples, groups)
+        groups = ((_attr(node, "name") or "",
+                   [_attr(ref, "sampleID") or "" for ref in _kids(_kid(_kid(node, "Group"), "SampleRefs"), "SampleRef")])
+                  for node in _kids(groups_el, "GroupNode"))
+        return build_workspace(self.path, version, (self.sample(el) for el in _kids(sample_list, "Sample")),
+                               groups, self.fail)
 
     def sample(self, el: ET.Element) -> WorkspaceSample:
         node = _kid(el, "SampleNode")

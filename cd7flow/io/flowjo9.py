@@ -58,7 +58,7 @@ from ..compensation import SpilloverMatrix
 from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
 from ..strategy import GatingStrategy
 from ..transforms import FlowJoLogTransform, Transform
-from .workspace import Workspace, WorkspaceSample, population_count
+from .workspace import Workspace, WorkspaceSample, build_workspace, population_count
 from .xml_safe import attribute, finite_number
 
 __all__ = ["read_flowjo9", "CalibrationTableTransform"]
@@ -171,29 +171,11 @@ class _Reader9:
         sample_list = self.root.find("SampleList")
         if sample_list is None:
             raise self.fail("no <SampleList> (not a FlowJo workspace)")
-        by_id = {}
-        for el in sample_list.findall("Sample"):
-            ws = self.sample(el)
-            if ws.sample_id in by_id:
-                raise self.fail(f"sample id {ws.sample_id} is used twice")
-            by_id[ws.sample_id] = ws
-        groups: dict[str, list[str]] = {}
         groups_el = self.root.find("Groups")
-        for node in groups_el.findall("GroupNode") if groups_el is not None else []:
-            gname = node.get("name") or ""
-            members = []
-            for ref in node.iter("SampleRef"):
-                ws = by_id.get(ref.get("sampleID") or "")
-                if ws is not None and ws.name not in members:
-                    members.append(ws.name)
-                    ws.groups.append(gname)
-            groups[gname] = members
-        samples = {}
-        for ws in by_id.values():
-            if ws.name in samples:
-                raise self.fail(f"two samples are named {ws.name!r} (same $FIL)")
-            samples[ws.name] = ws
-        return Workspace(self.path, version, samples, groups)
+        groups = ((node.get("name") or "", [ref.get("sampleID") or "" for ref in node.iter("SampleRef")])
+                  for node in (groups_el.findall("GroupNode") if groups_el is not None else []))
+        return build_workspace(self.path, version, (self.sample(el) for el in sample_list.findall("Sample")),
+                               groups, self.fail, name_note=" (same $FIL)")
 
     def sample(self, el: ET.Element) -> WorkspaceSample:
         node = el.find("SampleNode")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
@@ -21,7 +21,7 @@ from ..errors import WorkspaceError
 from ..sample import Sample
 from ..strategy import GatingStrategy
 
-__all__ = ["Workspace", "WorkspaceSample", "population_count"]
+__all__ = ["Workspace", "WorkspaceSample", "build_workspace", "population_count"]
 
 
 @dataclass
@@ -114,6 +114,36 @@ class Workspace:
             if os.path.isfile(c):
                 return c
         return None
+
+
+def build_workspace(path: str, version: str, samples: Iterable[WorkspaceSample],
+                    groups: Iterable[tuple[str, Iterable[str]]], fail: Callable[[str], Exception],
+                    name_note: str = "") -> Workspace:
+    """A Workspace from its samples and its groups given as (group name, member sample ids).
+
+    Refuses a sample id used twice and two samples of one name (``name_note`` says why
+    names may clash); a group lists each member once, and each sample its groups.
+    """
+    by_id: dict[str, WorkspaceSample] = {}
+    for ws in samples:
+        if ws.sample_id in by_id:
+            raise fail(f"sample id {ws.sample_id} is used twice")
+        by_id[ws.sample_id] = ws
+    members_of: dict[str, list[str]] = {}
+    for gname, ids in groups:
+        members: list[str] = []
+        for sid in ids:
+            ws = by_id.get(sid)
+            if ws is not None and ws.name not in members:
+                members.append(ws.name)
+                ws.groups.append(gname)
+        members_of[gname] = members
+    by_name: dict[str, WorkspaceSample] = {}
+    for ws in by_id.values():
+        if ws.name in by_name:
+            raise fail(f"two samples are named {ws.name!r}{name_note}")
+        by_name[ws.name] = ws
+    return Workspace(path, version, by_name, members_of)
 
 
 def uri_name(uri: str | None) -> str:
