@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from ..errors import GatingError, GatingMLError, TransformError
 from ..outputs import atomic_output
 from ..strategy import GatingStrategy
 from ..transforms import BoundedTransform, Transform, transform_from_spec
-from .xml_safe import attribute, child, children, local_name, number_attribute, parse_xml
+from .xml_safe import attribute, child, children, iterparse_xml, local_name, number_attribute
 
 __all__ = ["read_gatingml", "write_gatingml", "GatingStrategy"]
 
@@ -236,12 +237,10 @@ class _Reader:
             return BooleanGate(gid, _local(ops[0].tag), refs)
         raise self.fail(f"unsupported gate element {kind!r}")
 
-    def document(self, root: ET.Element) -> GatingStrategy:
-        if _local(root.tag) != "Gating-ML":
-            raise self.fail(f"root element is <{_local(root.tag)}>, not <Gating-ML>")
+    def document(self, events: Iterator[tuple[str, ET.Element]]) -> GatingStrategy:
         strategy = GatingStrategy(source_path=self.path)
         pending: list[tuple[Gate, str | None]] = []
-        for el in self._definitions(root):
+        for el in self._definitions(events):
             name = _local(el.tag)
             try:
                 if name == "transformation":
@@ -256,26 +255,38 @@ class _Reader:
         self.check_references(strategy)
         return strategy
 
-    def _definitions(self, root: ET.Element):
-        """Top-level definitions; elements of foreign namespaces are looked into, not skipped
-        (files wrap gates in vendor containers such as <sample>). Iterative, and refuses
-        containers nested deeper than :data:`MAX_NESTING`."""
-        stack = [(iter(root), 1)]
-        while stack:
-            depth = stack[-1][1]
-            el = next(stack[-1][0], None)
-            if el is None:
-                stack.pop()
-                continue
-            tag = el.tag if isinstance(el.tag, str) else ""
-            ns = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
-            if ns in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE):
-                yield el
-            elif tag:
-                if depth >= MAX_NESTING:
-                    raise self.fail(f"elements are nested more than {MAX_NESTING} deep (at <{_local(tag)}>); "
+    def _definitions(self, events: Iterator[tuple[str, ET.Element]]) -> Iterator[ET.Element]:
+        """Top-level definitions, each complete, in file order; elements of foreign namespaces
+        are looked into, not skipped (files wrap gates in vendor containers such as <sample>).
+
+        Read as a stream: a definition is let go once used, so a file of 200,000 gates
+        never stands as one XML tree. Containers nested deeper than :data:`MAX_NESTING`
+        are refused.
+        """
+        open_elements: list[ET.Element] = []  # the root, then the elements now open below it
+        in_definition = 0  # open Gating-ML elements (a definition and its parts)
+        for event, el in events:
+            ours = _namespace(el.tag) in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE)
+            if event == "start":
+                if not open_elements and _local(el.tag) != "Gating-ML":
+                    raise self.fail(f"root element is <{_local(el.tag)}>, not <Gating-ML>")
+                if open_elements and not in_definition and not ours and len(open_elements) >= MAX_NESTING:
+                    raise self.fail(f"elements are nested more than {MAX_NESTING} deep (at <{_local(el.tag)}>); "
                                     "not a Gating-ML document")
-                stack.append((iter(el), depth + 1))
+                in_definition += ours and len(open_elements) > 0
+                open_elements.append(el)
+                continue
+            open_elements.pop()
+            if not open_elements:  # the root's end
+                return
+            if ours:
+                in_definition -= 1
+                if in_definition:
+                    continue
+                yield el
+            elif in_definition:
+                continue  # a foreign element inside a definition is part of it
+            del open_elements[-1][-1]  # el, its parent's last child: done with it
 
     def build_tree(self, tree: GatingTree, pending: list[tuple[Gate, str | None]]) -> None:
         """Add gates parents first; a parent_id may name a gate or a quadrant.
@@ -406,8 +417,12 @@ def _dependency_cycle(tree: GatingTree) -> list[str]:
 def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
     """Read a Gating-ML 2.0 file into a GatingStrategy (tree, transforms, compensations, ratios)."""
     path = os.fspath(path)
-    root = parse_xml(path, GatingMLError)
-    return _Reader(path).document(root)
+    return _Reader(path).document(iterparse_xml(path, GatingMLError))
+
+
+def _namespace(tag) -> str:
+    """'{ns}name' -> 'ns' ('' without a namespace, or for a comment)."""
+    return tag[1:].split("}", 1)[0] if isinstance(tag, str) and tag.startswith("{") else ""
 
 
 # ---------------------------------------------------------------- writing --

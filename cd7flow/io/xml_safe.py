@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
@@ -21,9 +22,29 @@ from ..errors import FileProblem
 def parse_xml(path: str | os.PathLike, error_class: type[FileProblem]) -> ET.Element:
     """Root element of an XML file, parsed with entities and external references forbidden."""
     path = os.fspath(path)
-    try:
+    with _refusals(path, error_class):
         with open(path, "rb") as fh:
             return SafeET.parse(fh, forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()
+
+
+def iterparse_xml(path: str | os.PathLike, error_class: type[FileProblem]) -> Iterator[tuple[str, ET.Element]]:
+    """("start" | "end", element) pairs of an XML file as it is read, with :func:`parse_xml`'s refusals.
+
+    For files too big to hold as one tree: the caller may remove an element from its
+    parent once its "end" has been seen.
+    """
+    path = os.fspath(path)
+    with _refusals(path, error_class):
+        with open(path, "rb") as fh:
+            yield from SafeET.iterparse(fh, events=("start", "end"), forbid_dtd=False,
+                                        forbid_entities=True, forbid_external=True)
+
+
+@contextmanager
+def _refusals(path: str, error_class: type[FileProblem]) -> Iterator[None]:
+    """Unsafe, malformed or unreadable XML -> ``error_class`` naming the file."""
+    try:
+        yield
     except defusedxml.DefusedXmlException as exc:
         raise error_class(path, f"unsafe XML refused ({type(exc).__name__}: entity declarations "
                                 "and external references are not allowed)") from None
