@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gating.auto import METHODS
+from gating.tree import ROOT
 
 from .errors import ProtocolError
 from .sample import Sample
@@ -275,7 +276,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
 
     dims_known = set(markers) | set(SCATTER_KEYS)
     gates: list[GateSpec] = []
-    populations = {"root"}
+    populations = {ROOT}
     raw_gates = data.get("gates")
     if not isinstance(raw_gates, list) or not raw_gates:
         raise c.fail("gates", "must be a non-empty array of tables ([[gates]])")

@@ -24,12 +24,13 @@ import numpy as np
 from gating.auto import METHODS
 from gating.dimensions import Dimension
 from gating.errors import GatingError as _GatingErrorBase
-from gating.tree import GatingResult, GatingTree
+from gating.tree import ROOT, GatingResult, GatingTree
 
-from ..datasource import GatingStrategy, SampleSource
+from ..datasource import SampleSource
 from ..errors import NotEvaluable
 from ..protocol import GateSpec, Protocol, resolve_markers
 from ..sample import Sample
+from ..strategy import GatingStrategy
 
 __all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
@@ -121,7 +122,7 @@ class GatedSample:
     channels: dict[str, str]
     dimensions: dict[str, Dimension]
     tree: GatingTree = field(default_factory=GatingTree)
-    locations: dict[str, tuple[str, ...] | None] = field(default_factory=lambda: {"root": ()})
+    locations: dict[str, tuple[str, ...] | None] = field(default_factory=lambda: {ROOT: ()})
     marker_positive: dict[str, np.ndarray] = field(default_factory=dict)
     estimators: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -334,7 +335,7 @@ def _contaminated(g: GatedSample, population: str, by: str, min_fraction: float 
 
 
 def fitted_strategy(g: GatedSample, protocol: Protocol | None = None) -> GatingStrategy:
-    """The fitted gates as a :class:`~cd7flow.datasource.GatingStrategy` (for Gating-ML export).
+    """The fitted gates as a :class:`~cd7flow.strategy.GatingStrategy` (for Gating-ML export).
 
     It is the very tree the masks of ``g`` come from (skipped gates are not in it; their
     children hang from the skipped gate's parent). ``protocol`` is accepted for
