@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gating.auto import (
+    BeadGate,
     CD45SSCPopulations,
     CellsGate,
     DensityThreshold,
@@ -145,6 +146,8 @@ def _estimator(spec: GateSpec, dims: list[Dimension], keys: list[str] | None = N
     try:
         if spec.method == "time_clean":
             return TimeCleanGate(dims[0], gate_id=spec.id, **p)
+        if spec.method == "beads":
+            return BeadGate(dims, gate_id=spec.id, **p)
         if spec.method == "cells":
             return CellsGate(dims, gate_id=spec.id, **p)
         if spec.method == "singlets":
