@@ -125,7 +125,7 @@ def _register_commands() -> None:
     """Attach the commands that live in their own modules (one per area)."""
     import importlib
 
-    for module in ("cd7flow.cli_core", "cd7flow.cli_gate", "cd7flow.cli_screen"):
+    for module in ("cd7flow.cli_core", "cd7flow.cli_gate", "cd7flow.cli_screen", "cd7flow.cli_persistence"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
