@@ -136,6 +136,9 @@ def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, 
         sample = None  # noqa: F841 - one file in memory at a time
     if row.tube == "car" and rec["counting"] == "none":
         rec["flags"].append("NO_ABSOLUTE_COUNT")
+        res.problems.append(RowProblem(row.row, row.file, f"car tube: {rec['bead_events']} counting beads found in "
+                                       "the data and no lymphocytes_per_ul / wbc_per_ul: no per-uL values "
+                                       "(its events are kept in samples.csv)"))
     rec.update(file=row.file, patient=row.patient, day=row.study_day, tube=row.tube, specimen=row.specimen,
                collection_date=row.collection_date.isoformat(), morphology_blast_pct=row.morphology_blast_pct,
                car_reference_file=ref_file if rec["car_threshold_method"] == "day0" else row.file,
