@@ -45,8 +45,8 @@ def test_per_ul_values_against_realised_labels(study):
         assert int(r["day"]) == t["day"] and r["patient"] == t["patient"]
         assert int(r["bead_events"]) == t["beads"]
         for q in ("car", "cd3", "cd3_cd7pos", "cd3_cd7neg"):
-            v, lo, hi, tv = (float(r[f"{q}_per_ul{s}"]) for s in ("", "_low", "_high")), t[f"{q}_per_ul"]
-            v, lo, hi = v
+            v, lo, hi = (float(r[f"{q}_per_ul{s}"]) for s in ("", "_low", "_high"))
+            tv = t[f"{q}_per_ul"]
             assert (tv > 0 and abs(v - tv) / tv <= 0.10) or lo <= tv <= hi, (r["file"], q, v, lo, hi, tv)
         if t["car"] < 13:
             assert "BELOW_LOD" in r["flags"]
