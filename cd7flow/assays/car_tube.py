@@ -80,8 +80,10 @@ def reference_threshold(sample: Sample, protocol: Protocol) -> tuple[float, int]
 
     The reference is the tube's lymphocytes (CD3+ and CD3-); NotEvaluable when too few.
     """
-    s = car_settings(protocol)["threshold"]
-    g = run_protocol_gates(sample, protocol)
+    return _reference_from(run_protocol_gates(sample, protocol), car_settings(protocol)["threshold"])
+
+
+def _reference_from(g: GatedSample, s: dict[str, Any]) -> tuple[float, int]:
     ref = g.masks["lymphocytes"]
     n = int(np.count_nonzero(ref))
     if n < s["min_reference_events"]:
@@ -109,12 +111,16 @@ def _bead_cv(g: GatedSample, beads: np.ndarray) -> float | None:
 def analyse_tube(sample: Sample, protocol: Protocol, *, car_threshold: float | None = None,
                  reference_events: int | None = None, beads_per_test: float | None = None,
                  sample_volume_ul: float | None = None, lymphocytes_per_ul: float | None = None,
-                 wbc_per_ul: float | None = None) -> dict[str, Any]:
+                 wbc_per_ul: float | None = None, as_reference: bool = False) -> dict[str, Any]:
     """Analyse one tube (see the module doc). ``car_threshold`` from :func:`reference_threshold`
-    (method "day0"); None: this tube's CD3- lymphocytes (method "in_tube").
-    Raises NotEvaluable when a required gate or marker is missing."""
+    (method "day0"); None: this tube's CD3- lymphocytes (method "in_tube"). ``as_reference``: this
+    tube is the patient's day-0 tube, its own lymphocytes set the threshold (as
+    :func:`reference_threshold`, without gating the file twice). Raises NotEvaluable when a
+    required gate or marker is missing (or, with ``as_reference``, too few lymphocytes)."""
     S = car_settings(protocol)
     g = run_protocol_gates(sample, protocol)
+    if as_reference:
+        car_threshold, reference_events = _reference_from(g, S["threshold"])
     rec: dict[str, Any] = {"events": sample.n_events, "flags": []}
     beads = (g.masks["time_clean"] & ~g.masks["no_beads"]) if _mask(g, "no_beads") is not None else \
         np.zeros(sample.n_events, bool)

@@ -20,7 +20,7 @@ from ..errors import CD7FlowError
 from ..io.manifest import ManifestRow, RowProblem, read_manifest
 from ..protocol import Protocol, load_protocol
 from .car_counts import clopper_pearson
-from .car_tube import analyse_tube, car_settings, reference_threshold
+from .car_tube import analyse_tube, car_settings
 from .kinetics import patient_kinetics
 from .protocol_gating import NotEvaluable
 
@@ -95,13 +95,25 @@ def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car
         patients.setdefault(row.patient, []).append(row)
     for pid, prow in patients.items():
         screening = _screening_cd7(pid, prow, S, res, say)
-        threshold, ref_events, ref_file = _patient_reference(prow, proto, S, res, say)
-        records = []
-        for row in sorted((r for r in prow if r.tube in ("car", "mrd")), key=lambda r: (r.study_day, r.row)):
+        records, todo = [], sorted((r for r in prow if r.tube in ("car", "mrd")), key=lambda r: (r.study_day, r.row))
+        threshold = ref_events = ref_file = None
+        ref = _reference_row(prow, S)
+        if ref is not None:  # the day-0 tube first: its lymphocytes set the patient's CAR threshold
+            say(f"{pid} day {ref.study_day} car (CAR reference): {ref.file}")
+            rec = _analyse_row(ref, proto, S, res, None, None, ref.file, as_reference=True)
+            if rec is not None:
+                threshold, ref_events, ref_file = rec["car_threshold"], rec["car_reference_events"], ref.file
+                records.append(rec)
+                todo.remove(ref)
+            else:
+                res.problems.pop()
+                res.notes.append(f"{pid}: day-0 reference {ref.file} unusable; in-tube CAR thresholds used")
+        for row in todo:
             say(f"{pid} day {row.study_day} {row.tube}: {row.file}")
             rec = _analyse_row(row, proto, S, res, threshold if row.tube == "car" else None, ref_events, ref_file)
             if rec is not None:
                 records.append(rec)
+        records.sort(key=lambda r: (r["day"], r["tube"]))
         res.samples.extend(records)
         res.courses[pid] = [{k: r[k] for k in ("day", "tube", "car_per_ul", "car_per_ul_low", "car_per_ul_high",
                                                 "car_events", "cd3_cd7pos_per_ul", "cd3_cd7neg_per_ul", "flags")}
@@ -119,11 +131,12 @@ def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car
     return res
 
 
-def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, ref_events, ref_file):
+def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, ref_events, ref_file,
+                 as_reference: bool = False):
     try:
         res.inputs[str(row.path)] = sha256_file(row.path)
         sample = _read(row)
-        rec = analyse_tube(sample, proto, car_threshold=threshold, reference_events=ref_events,
+        rec = analyse_tube(sample, proto, car_threshold=threshold, reference_events=ref_events, as_reference=as_reference,
                            beads_per_test=row.beads_per_test, sample_volume_ul=row.sample_volume_ul,
                            lymphocytes_per_ul=row.lymphocytes_per_ul, wbc_per_ul=row.wbc_per_ul)
     except NotEvaluable as exc:
@@ -148,19 +161,10 @@ def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, 
     return rec
 
 
-def _patient_reference(prow, proto, S, res, say):
-    """(threshold, reference events, file) from the latest car tube on or before max_reference_day."""
+def _reference_row(prow: list[ManifestRow], S: dict) -> ManifestRow | None:
+    """The latest car tube on or before ``max_reference_day`` (the pre-infusion / day-0 tube)."""
     refs = [r for r in prow if r.tube == "car" and r.study_day <= S["threshold"]["max_reference_day"]]
-    if not refs:
-        return None, None, None
-    ref = max(refs, key=lambda r: (r.study_day, r.row))
-    say(f"{ref.patient}: CAR reference {ref.file}")
-    try:
-        thr, n = reference_threshold(_read(ref), proto)
-    except (NotEvaluable, CD7FlowError, OSError) as exc:
-        res.notes.append(f"{ref.patient}: day-0 reference {ref.file} unusable ({exc}); in-tube thresholds used")
-        return None, None, None
-    return thr, n, ref.file
+    return max(refs, key=lambda r: (r.study_day, r.row)) if refs else None
 
 
 def _screening_cd7(pid, prow, S, res, say) -> dict | None:
