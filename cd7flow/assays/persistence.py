@@ -9,7 +9,6 @@ threshold reference (day-0 tube, else in-tube), kinetics (:mod:`.kinetics`), ant
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CD7FlowError
+from ..io.fcs_write import file_sha256 as sha256_file
 from ..io.manifest import ManifestRow, RowProblem, read_manifest
 from ..protocol import Protocol, load_protocol
 from .car_counts import clopper_pearson
@@ -66,14 +66,6 @@ class PersistenceResult:
 
     def provenance(self) -> dict[str, Any]:
         return {"tool": "cd7flow", "tool_version": __version__, **self.protocol.provenance(), "inputs": self.inputs}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read(row: ManifestRow):
