@@ -144,3 +144,21 @@ def test_study_day_from_dates_and_case_insensitive_columns(tmp_path):
                          "lymphocytes_per_ul")
     rows, problems = read_manifest(m)
     assert not problems and rows[0].study_day == 7 and rows[0].tube == "car" and rows[0].single_platform
+
+
+def test_bead_gate_finds_the_beads_and_exports_as_gatingml(tmp_path):
+    from cd7flow.assays.protocol_gating import fitted_strategy, run_protocol_gates
+    from cd7flow.io.fcs_read import read_fcs
+    from cd7flow.io.gatingml import read_gatingml, write_gatingml
+
+    sample = read_fcs(SAMPLE_FCS / "P01_CAR_PB_D010.fcs")
+    protocol = load_protocol("car")
+    g = run_protocol_gates(sample, protocol)
+    truth = json.loads((SAMPLE_FCS / "truth.json").read_text())["files"]["P01_CAR_PB_D010.fcs"]
+    assert g.count("time_clean") - g.count("no_beads") == truth["counts"]["beads"] == 1982
+    write_gatingml(fitted_strategy(g, protocol), tmp_path / "car.xml")
+    result = read_gatingml(tmp_path / "car.xml").apply(sample)
+    for name in ("no_beads", "cells", "lymphocytes", "t_cells", "t_cd7_pos"):
+        assert np.array_equal(result.mask(name), g.masks[name]), name
+    mrd = run_protocol_gates(read_fcs(SAMPLE_FCS / "P03_MRD_BM_D028.fcs"), protocol)  # no beads: all pass
+    assert mrd.count("no_beads") == mrd.count("time_clean") and not mrd.estimators["no_beads"].found_
