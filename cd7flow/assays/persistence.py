@@ -19,7 +19,6 @@ from ..errors import CD7FlowError
 from ..io.fcs_write import file_sha256 as sha256_file
 from ..io.manifest import ManifestRow, RowProblem, read_manifest
 from ..protocol import Protocol, load_protocol
-from .car_counts import clopper_pearson
 from .car_tube import analyse_tube, car_settings
 from .kinetics import patient_kinetics
 from .protocol_gating import NotEvaluable
@@ -97,9 +96,9 @@ def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car
                 threshold, ref_events, ref_file = rec["car_threshold"], rec["car_reference_events"], ref.file
                 records.append(rec)
                 todo.remove(ref)
-            else:
-                res.problems.pop()
-                res.notes.append(f"{pid}: day-0 reference {ref.file} unusable; in-tube CAR thresholds used")
+            else:  # analysed again below as an ordinary tube (and reported there if it fails again)
+                res.notes.append(f"{pid}: day-0 reference {ref.file} unusable ({res.problems.pop().reason}); "
+                                 "in-tube CAR thresholds used")
         for row in todo:
             say(f"{pid} day {row.study_day} {row.tube}: {row.file}")
             rec = _analyse_row(row, proto, S, res, threshold if row.tube == "car" else None, ref_events, ref_file)
@@ -137,8 +136,7 @@ def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, 
     except (CD7FlowError, OSError) as exc:
         res.problems.append(RowProblem(row.row, row.file, f"unreadable: {exc}"))
         return None
-    finally:
-        sample = None  # noqa: F841 - one file in memory at a time
+    del sample  # one file in memory at a time
     if row.tube == "car" and rec["counting"] == "none":
         rec["flags"].append("NO_ABSOLUTE_COUNT")
         res.problems.append(RowProblem(row.row, row.file, f"car tube: {rec['bead_events']} counting beads found in "
@@ -242,4 +240,4 @@ def classify_response(prow: list[ManifestRow], records: list[dict], S: dict) -> 
 
 
 __all__ = ["run_persistence", "PersistenceResult", "antigen_escape", "classify_response", "SAMPLE_COLUMNS",
-           "KINETICS_COLUMNS", "clopper_pearson"]
+           "KINETICS_COLUMNS"]
