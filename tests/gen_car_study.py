@@ -102,7 +102,7 @@ def make_study(folder, seed: int = 11, n_patients: int = 2, events: int = 5000, 
         pid = f"pt-{rng.integers(100, 999)}"
         infusion = dt.date(2025, 1, 6) + dt.timedelta(days=int(rng.integers(0, 200)))
         visit_days = days or sorted({0, *rng.choice(np.arange(2, 60), 6, replace=False).tolist()})
-        scale = float([1024, 262144, 2 ** 24][k % 3]) / BASE
+        scale = float([2 ** 24, 1024, 262144][k % 3]) / BASE
         peak_day, peak_car = float(rng.uniform(9, 15)), float(rng.uniform(300, 1500))
         beads_per_test, volume = int(rng.integers(40000, 55001)), [50.0, 100.0][k % 2]
         for day in visit_days:

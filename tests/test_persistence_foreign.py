@@ -18,7 +18,7 @@ from gen_car_study import make_study
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gen_car")
-    truth = make_study(folder, seed=23, n_patients=3, events=4000)
+    truth = make_study(folder, seed=23, n_patients=2, events=4000)  # $PnR 2^24 (50 uL) and 1024 (100 uL)
     out = folder / "out"
     result = CliRunner().invoke(app, ["persistence", str(folder / "manifest.csv"), "--out", str(out)])
     return truth, out, result
