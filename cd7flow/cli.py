@@ -6,6 +6,7 @@ stderr and exits with code 2; only a bug shows a traceback.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -15,8 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from gating.errors import GatingError as _AnyGatingError
+
+from . import __version__, cli_core, cli_gate, cli_persistence, cli_screen
 from .errors import CD7FlowError
+from .outputs import cleanup_on_sigterm
 
 app = typer.Typer(
     name="cd7flow",
@@ -25,16 +29,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, batch runs) gets a wide fixed width so tables are not folded.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 FCS_SUFFIXES = {".fcs", ".lmd"}
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr), made when needed: piped output (CI logs, batch
+    runs) gets a wide fixed width so tables are not folded."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        console.print(f"cd7flow {__version__}")
+        _console().print(f"cd7flow {__version__}")
         raise typer.Exit()
 
 
@@ -47,29 +55,69 @@ def _root(
     """cd7flow command line."""
 
 
-def _looks_like_fcs(path: Path) -> bool:
-    """True for .fcs/.lmd files and for any file whose first bytes say "FCS" (instruments
-    such as the FACSCalibur name files 0877408774.B08 or 060909.001)."""
-    if path.suffix.lower() in FCS_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(6)
-        return re.fullmatch(rb"FCS\d\.\d", head) is not None
-    except OSError:
-        return False
+def _has_fcs_magic(path: Path) -> bool:
+    """True when the file's first bytes say "FCSn.n" (OSError if it cannot be read)."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return re.fullmatch(rb"FCS\d\.\d", head) is not None
+
+
+def _scan_folder(folder: Path, skipped: list[str]) -> list[Path]:
+    """FCS files below ``folder``, sorted: .fcs/.lmd files, and any file whose first bytes say
+    "FCS" (instruments such as the FACSCalibur name files 0877408774.B08 or 060909.001).
+
+    Hidden entries (names starting with ".") are left out: the temporary file of an
+    interrupted write (``.NAME.XXXXXXXX.tmp``) holds the FCS magic but is no input.
+    Folders that cannot be listed, broken links and files that cannot be opened are
+    added to ``skipped``; links to folders are not followed.
+    """
+    found: list[Path] = []
+
+    def unreadable_folder(exc: OSError) -> None:
+        skipped.append(f"{exc.filename}: cannot read folder ({exc.strerror or exc})")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable_folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            f = Path(dirpath, name)
+            if not f.is_file():
+                if f.is_symlink() and not f.exists():
+                    skipped.append(f"{f}: broken link")
+                continue  # a FIFO, socket or device is no FCS file
+            if f.suffix.lower() in FCS_SUFFIXES:
+                found.append(f)
+                continue
+            try:
+                if _has_fcs_magic(f):
+                    found.append(f)
+            except OSError as exc:
+                skipped.append(f"{f}: cannot read ({exc.strerror or exc})")
+    return sorted(found)
 
 
 def find_fcs_files(paths: list[Path]) -> list[Path]:
-    """Expand folders into the FCS files they hold (recursively, sorted); keep files as given."""
+    """Expand folders into the FCS files they hold (recursively, sorted); keep files as given.
+
+    A named file that does not exist stays in the list, so a multi-file command reports it
+    as unreadable beside the others and goes on; only when nothing given exists is it an
+    error (exit 2). What a folder scan skips (see :func:`_scan_folder`) is named on stderr,
+    one warning line each.
+    """
+    if paths and not any(p.exists() for p in paths):
+        raise CD7FlowError(f"{paths[0]}: no such file or folder")
     found: list[Path] = []
+    skipped: list[str] = []
     for p in paths:
-        if not p.exists():
-            raise CD7FlowError(f"{p}: no such file or folder")
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and _looks_like_fcs(f)))
+            found.extend(_scan_folder(p, skipped))
         else:
             found.append(p)
+    if skipped:
+        err = _console(stderr=True)
+        for line in skipped:
+            err.print(f"[yellow]warning:[/yellow] skipped {line}", highlight=False, soft_wrap=True)
     return found
 
 
@@ -84,6 +132,7 @@ def summary(
     """
     from .io.fcs_read import list_datasets, read_fcs
 
+    console, err_console = _console(), _console(stderr=True)
     files = find_fcs_files(paths)
     if not files:
         raise CD7FlowError(f"no .fcs or .lmd files found in {', '.join(map(str, paths))}")
@@ -121,21 +170,8 @@ def summary(
         raise typer.Exit(1)
 
 
-def _register_commands() -> None:
-    """Attach the commands that live in their own modules (one per area)."""
-    import importlib
-
-    for module in ("cd7flow.cli_core", "cd7flow.cli_gate", "cd7flow.cli_screen", "cd7flow.cli_persistence"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
-
-
-_register_commands()
+for _commands in (cli_core, cli_gate, cli_screen, cli_persistence):  # the commands that live in their own modules
+    _commands.register(app)
 
 
 def main() -> None:
@@ -143,13 +179,16 @@ def main() -> None:
 
     Click's standalone mode already turns usage errors (unknown option or command,
     bad value) into a usage message and exit code 2, and ``typer.Exit`` into its code;
-    it lets every other exception through, so a CD7FlowError is caught here and a bug
-    keeps its traceback.
+    it lets every other exception through, so a CD7FlowError, or a
+    ``gating.errors.GatingError`` (``gating`` cannot subclass CD7FlowError), is caught
+    here and a bug keeps its traceback. A SIGTERM ends the command with exit code 143
+    after removing the temporary file of an output being written.
     """
     try:
-        app()
-    except CD7FlowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        with cleanup_on_sigterm():
+            app()
+    except (CD7FlowError, _AnyGatingError) as exc:
+        _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

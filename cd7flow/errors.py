@@ -2,7 +2,11 @@
 
 Every error a user can cause (a bad file, a bad protocol, a gate that cannot be
 evaluated) is a subclass of :class:`CD7FlowError`. The CLI turns these into one
-clear line and a non-zero exit code; anything else is a bug and keeps its traceback.
+clear line and exit code 2; anything else is a bug and keeps its traceback.
+
+``gating`` may not import ``cd7flow``, so its own :class:`gating.errors.GatingError`
+is not a subclass of :class:`CD7FlowError`; :class:`GatingError` here subclasses
+both, and the CLI treats a bare ``gating.errors.GatingError`` as a user error too.
 """
 from __future__ import annotations
 
@@ -23,6 +27,11 @@ class FileProblem(CD7FlowError):
         self.problem = problem
         where = f"{self.path}: " if self.path else ""
         super().__init__(f"{where}{problem}")
+
+
+class OutputError(FileProblem):
+    """An output file or folder cannot be written (missing folder, no permission, disk full,
+    a file where a folder should be, two outputs given the same path)."""
 
 
 class FCSError(FileProblem):
@@ -71,3 +80,9 @@ class ProtocolError(FileProblem):
 
 class SimulationError(CD7FlowError):
     """The demo-study simulator was given impossible settings."""
+
+
+class NotEvaluable(CD7FlowError):
+    """A sample cannot give a trustworthy answer (required marker or gate missing, too few events,
+    compensation the protocol requires cannot be applied). Assays turn it into
+    ``verdict = "not_evaluable"`` with the message as the reason."""

@@ -1,5 +1,7 @@
-"""Gating errors. ``cd7flow.errors.GatingError`` is this same class re-exported,
-so that ``gating`` stays importable without ``cd7flow`` (imports go one way)."""
+"""Gating errors. ``cd7flow.errors.GatingError`` subclasses this class and ``CD7FlowError``,
+so that ``gating`` stays importable without ``cd7flow`` (imports go one way). The cd7flow
+CLI treats a bare :class:`GatingError` (e.g. a cycle of boolean gates found while a tree is
+applied) as a user error: one line, exit code 2."""
 
 
 class GatingError(Exception):

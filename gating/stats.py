@@ -19,11 +19,11 @@ are left out of every channel statistic):
   default), e.g. ``p5``, ``p95``.
 
 Empty populations give count 0 and NaN channel statistics.
+
+This module returns tables and writes no files (``cd7flow.outputs.write_csv`` does).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -39,7 +39,6 @@ __all__ = [
     "robust_cv",
     "cv",
     "population_table",
-    "write_table_csv",
 ]
 
 CHANNEL_STATISTICS = ("median", "mean", "sd", "geometric_mean", "cv", "robust_cv")
@@ -148,20 +147,3 @@ def population_table(
     for pop in pops:
         add(pop.path_str, result.mask(pop.path), result.parent_count(pop.path))
     return pd.DataFrame.from_records(rows, columns=COLUMNS)
-
-
-def write_table_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a statistics table as CSV atomically (temporary file in the same folder, then rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            table.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -348,20 +348,18 @@ def test_path_input_is_memmapped_readonly(tmp_path):
     assert s.path == str(f) and s.events.flags.writeable
 
 
-def test_sha256_of_path_is_lazy_and_refuses_a_changed_file(tmp_path):
+def test_sha256_is_of_the_bytes_read_and_never_reread(tmp_path):
     import hashlib
-    import os
 
     raw, _ = _simple()
     f = tmp_path / "a.fcs"
     f.write_bytes(raw)
     s = read_fcs(f)
     assert s.sha256 == hashlib.sha256(raw).hexdigest()
-    t = read_fcs(f)
-    f.write_bytes(raw + b"x")
-    os.utime(f, ns=(1, 1))
-    with pytest.raises(FCSError, match="changed after it was read"):
-        t.sha256
+    f.write_bytes(raw + b"x")  # changed (or gone) after reading: the hash is still of what was read
+    f.unlink()
+    assert s.sha256 == hashlib.sha256(raw).hexdigest()
+    assert s.subset(s.events[:, 0] > 0).sha256 == s.sha256
 
 
 def test_doubled_delimiter_is_an_escape():
@@ -886,3 +884,20 @@ def test_mixed_32_file_round_trips_through_the_writer(tmp_path):
     assert back.extra["version"] == "FCS3.1" and back.extra["column_types"] == ("F",) * 5
     np.testing.assert_array_equal(back.events, expected.astype(np.float32))
     assert back.metadata["$CYT"] == "Synthetic 3.2"
+
+
+@pytest.mark.parametrize("datatype, bits", [("I", 16), ("F", 32), ("D", 64), ("A", 4), ("A", "*")])
+@pytest.mark.parametrize("version", ["FCS2.0", "FCS3.0", "FCS3.1"])
+def test_zero_events_with_offsets_zero(datatype, bits, version):
+    # FCS 3.1 writes an absent segment's offsets as 0; a 0-event data set has no DATA segment
+    kw = int_keywords(["FSC-A", "SSC-A"], [bits, bits], [1024, 1024], tot=0, datatype=datatype)
+    raw = build_fcs(kw, b"", version=version, header_data="zero", text_data=(0, 0))
+    s = read_fcs(raw, name="empty.fcs")
+    assert s.n_events == 0 and s.events.shape == (0, 2) and s.channels == ("FSC-A", "SSC-A")
+
+
+def test_events_declared_without_a_data_segment_are_still_an_error():
+    kw = int_keywords(["FSC-A", "SSC-A"], [16, 16], [1024, 1024], tot=3)
+    raw = build_fcs(kw, b"", header_data="zero", text_data=(0, 0))
+    with pytest.raises(FCSDataError, match="neither HEADER nor TEXT"):
+        read_fcs(raw, name="empty.fcs")

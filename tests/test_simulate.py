@@ -55,7 +55,9 @@ def test_manifest_lists_every_file_with_study_fields(study):
     assert len({r["patient"] for r in car}) >= 3
     assert sorted({int(r["study_day"]) for r in car}) == [0, 4, 7, 10, 14, 21, 28, 60, 90, 180]
     assert all(r["beads_per_test"] == "50000" and r["sample_volume_ul"] == "50.0" and r["specimen"] == "PB" for r in car)
-    assert len([r for r in rows if r["tube"] == "screening"]) >= 4
+    assert len([r for r in rows if r["tube"] == "screening"]) >= 7
+    # The screening-only patients come last, so adding them moved no earlier file.
+    assert [r["file"] for r in rows][-3:] == ["P05_screening_BM.fcs", "P06_screening_BM.fcs", "P07_screening_BM.fcs"]
 
 
 def test_files_match_truth_and_read_everywhere(study):
@@ -93,7 +95,30 @@ def test_regenerated_tube_labels_match_file_and_truth(study):
     blasts = labels.mask("blast")
     assert blasts.sum() == t["counts"]["blasts"] == tube_truth["counts"]["blasts"]
     assert (blasts & labels.cd7_positive).sum() == t["blasts"]["cd7_positive"]
+    assert (blasts & labels.cd7_above_threshold).sum() == t["blasts"]["cd7_above_threshold_true"]
     assert t["blasts"]["cd7_positive_pct_of_blasts"] == pytest.approx(100 * t["blasts"]["cd7_positive"] / t["counts"]["blasts"])
+
+
+def test_cd7_truth_is_the_drawn_labels_not_a_threshold():
+    """A faint CD7 population straddles the threshold: the labels, not the cut, are the truth."""
+    spec = TubeSpec(n_events=20000, blast_pct=60, lineage="AML", cd7_fraction=0.5, cd7_intensity="faint")
+    sample, truth, labels = simulate_tube(spec, 21)
+    blasts = labels.mask("blast")
+    from cd7flow.simulate import model as M
+
+    expressing = labels.cd7_positive[blasts]
+    assert truth["blasts"]["cd7_positive"] == int(expressing.sum())
+    # Drawn per cell with p = 0.5: the realised share is within 4 binomial SDs of it.
+    n = int(blasts.sum())
+    assert abs(expressing.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+    # Part of the expressing blasts sit below the true cut, so the threshold share undercounts.
+    above = truth["blasts"]["cd7_above_threshold_true_pct_of_blasts"]
+    assert above < truth["blasts"]["cd7_positive_pct_of_blasts"] - 0.5
+    assert not np.any(labels.cd7_above_threshold[blasts] & ~expressing)  # non-expressing blasts stay below it
+    # Normal T cells express CD7, CD7-negative T, B, monocytes, granulocytes do not.
+    assert labels.cd7_positive[labels.mask("T", "NK")].all()
+    assert not labels.cd7_positive[labels.mask("T_cd7neg", "B", "mono", "gran", "debris", "bead")].any()
+    assert M.FAINT_CD7[0] < M.DIM_CD7[0] < M.BRIGHT_CD7[0]
 
 
 def test_screening_cases_span_bright_partial_dim_negative(study):
@@ -104,6 +129,17 @@ def test_screening_cases_span_bright_partial_dim_negative(study):
     assert 24 < pct["P03_screening_BM.fcs"] < 36
     assert pct["P04_screening_BM.fcs"] < 6
     assert truth["files"]["P03_screening_BM.fcs"]["blasts"]["cd7_intensity"] == "dim"
+    # Added for issue 9: faint (dim) nearly all positive, faint partial next to a "> 30" cut, partial dim.
+    extra = {n: truth["files"][n]["blasts"] for n in ("P05_screening_BM.fcs", "P06_screening_BM.fcs",
+                                                       "P07_screening_BM.fcs")}
+    assert [b["cd7_intensity"] for b in extra.values()] == ["faint", "faint", "dim"]
+    assert pct["P05_screening_BM.fcs"] > 88
+    assert abs(pct["P06_screening_BM.fcs"] - 30) < 3
+    assert 50 < pct["P07_screening_BM.fcs"] < 70
+    for b in extra.values():  # the threshold on the true values already undercounts faint CD7, never overcounts
+        assert b["cd7_above_threshold_true"] <= b["cd7_positive"]
+    assert extra["P05_screening_BM.fcs"]["cd7_above_threshold_true_pct_of_blasts"] < pct["P05_screening_BM.fcs"] - 1
+    assert truth["schema_version"] == 2
     fmo = truth["files"]["P01_FMO-CD7_BM.fcs"]
     assert fmo["markers"][fmo["channels"].index("FITC-A")] == "" and fmo["blasts"]["cd7_positive"] == 0
 
@@ -221,3 +257,25 @@ def test_cli_simulate_and_export_errors_are_one_line(tmp_path):
 def test_truth_json_is_plain_json(study):
     out, truth = study
     assert json.loads((out / "truth.json").read_text()) == json.loads(json.dumps(truth))
+
+
+@pytest.mark.parametrize("seed", [-1, 2.5, True, "7"])
+def test_a_bad_seed_is_a_simulation_error(seed):
+    with pytest.raises(SimulationError, match="seed must be a whole number >= 0"):
+        simulate_tube(TubeSpec(n_events=100), seed)
+
+
+def test_cli_simulate_bad_seed_creates_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cd7flow.cli", "simulate", str(tmp_path / "study"), "--seed", "-1"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["error: seed must be a whole number >= 0, got -1"]
+    assert not (tmp_path / "study").exists()
+
+
+def test_cli_simulate_onto_a_file_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    out = subprocess.run([sys.executable, "-m", "cd7flow.cli", "simulate", str(tmp_path / "taken")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "taken: exists and is not a folder" in out.stderr and (tmp_path / "taken").read_text() == "x"

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cd7flow.outputs import write_csv
 from gating import ArraySource, Dimension
 from gating.gates import RectangleGate
-from gating.stats import channel_statistics, cv, geometric_mean, population_table, robust_cv, write_table_csv
+from gating.stats import channel_statistics, cv, geometric_mean, population_table, robust_cv
 from gating.tree import GatingTree
 
 
@@ -80,7 +81,7 @@ def test_population_table_tidy_rows(result, tmp_path):
     assert val("/A/B", "p50", "y") == 4.0
     assert set(df["sample"]) == {"s1.fcs"}
     out = tmp_path / "stats.csv"
-    write_table_csv(df, out)
+    write_csv(df, out)
     back = pd.read_csv(out, keep_default_na=False)
     assert len(back) == len(df)
     assert back.loc[back.statistic == "count", "value"].astype(float).tolist() == [10.0, 8.0, 5.0]

@@ -42,6 +42,12 @@ def locate_data(p: ParsedDataSet, size: int, bits_per_event: int, tot: int | Non
     """
     unit = f"{bits_per_event // 8} bytes" if bits_per_event % 8 == 0 else f"{bits_per_event} bits"
     cands = data_candidates(p, where)
+    if not cands and tot == 0:
+        # No events and no DATA segment: FCS 3.1 gives an absent segment the offsets 0
+        # (HEADER and $BEGINDATA/$ENDDATA), which is what our writer does.
+        p.offsets["data"] = None
+        p.offsets["data_source"] = "none (0 events)"
+        return 0, 0
     if not cands:
         raise FCSDataError(where, "neither HEADER nor TEXT ($BEGINDATA) gives a DATA offset")
     room = size - p.base

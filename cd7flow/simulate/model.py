@@ -39,6 +39,10 @@ AF_SD = 0.15
 
 BRIGHT_CD7 = (9000.0, 0.18)
 DIM_CD7 = (1000.0, 0.15)
+# "Faint": dim as issue 9 defines it, median ~10x the compensated CD7 spread of negative
+# blasts (~45 channel units), sd 0.2 decades (0.46 in natural log): it straddles the cut.
+FAINT_CD7 = (450.0, 0.2)
+CD7_LEVELS = {"bright": BRIGHT_CD7, "dim": DIM_CD7, "faint": FAINT_CD7}
 
 # Positive markers per population: marker -> (median, sd decades).
 PROFILES: dict[str, dict[str, tuple[float, float]]] = {

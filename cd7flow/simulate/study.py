@@ -12,18 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import atomic_output
-from ..errors import SimulationError
+from ..outputs import atomic_output, ensure_output_dir
 from . import model as M
-from .tube import ClogSpec, TubeSpec, simulate_tube
+from .tube import ClogSpec, TubeSpec, check_seed, simulate_tube
+
+SCHEMA_VERSION = 2
+"""2: CD7+ = realised expression labels (1: a threshold on the true values); new
+``cd7_above_threshold_true*`` fields keep the threshold count for comparison."""
 
 SIMULATOR_VERSION = "1.0"
 
 CAR_DAYS = (0, 4, 7, 10, 14, 21, 28, 60, 90, 180)
 BEADS_PER_TEST = 50000
 BLOOD_VOLUME_UL = 50.0
-EVENTS = {"screening": 25000, "fmo": 25000, "mrd": 40000, "car": 7000}
-"""Events per tube: keeps every file <= 60,000 events and the folder under 25 MB."""
+EVENTS = {"screening": 25000, "fmo": 25000, "mrd": 40000, "car": 7000, "screening_extra": 10000}
+"""Events per tube: keeps every file <= 60,000 events and the folder under 25 MB
+("screening_extra": the screening-only patients added for dim and partial CD7)."""
 
 MARROW = {"T": 0.10, "NK": 0.03, "B": 0.05, "mono": 0.08, "gran": 0.74}
 
@@ -51,6 +55,7 @@ class Patient:
     # day -> (blast % of leukocytes, CD7+ fraction of those blasts) in blood after the infusion
     blood_blasts: tuple[tuple[int, float, float], ...] = ()
     mrd: tuple[float, float, str, bool] | None = None  # (blast %, CD7+ fraction, intensity, clog)
+    screening_events: int = EVENTS["screening"]
 
 
 PATIENTS = (
@@ -62,6 +67,14 @@ PATIENTS = (
     Patient("P03", "AML", 55.0, 0.30, "dim", dt.date(2024, 4, 29), dt.date(2024, 5, 20), 0.5,
             mrd=(12.0, 0.30, "dim", False)),
     Patient("P04", "AML", 70.0, 0.03, "bright", dt.date(2024, 6, 10), None),  # CD7-negative: not infused
+    # Screening only (appended, so every earlier file keeps its bytes): CD7 that straddles
+    # the conventional cut. "faint" = median ~10x the negative spread (issue 9's dim).
+    Patient("P05", "AML", 60.0, 0.92, "faint", dt.date(2024, 7, 8), None,
+            screening_events=EVENTS["screening_extra"]),  # dim, nearly all blasts express CD7
+    Patient("P06", "AML", 50.0, 0.31, "faint", dt.date(2024, 8, 5), None,
+            screening_events=EVENTS["screening_extra"]),  # dim and partial, next to a "> 30" cut-off
+    Patient("P07", "T-ALL", 45.0, 0.60, "dim", dt.date(2024, 9, 2), None,
+            screening_events=EVENTS["screening_extra"]),  # partial, dim
 )
 
 
@@ -85,7 +98,7 @@ def study_tubes() -> list[StudyTube]:
     tubes: list[StudyTube] = []
     for p in PATIENTS:
         screen = TubeSpec(
-            name="screening", n_events=EVENTS["screening"], composition=MARROW, blast_pct=p.screening_blast_pct,
+            name="screening", n_events=p.screening_events, composition=MARROW, blast_pct=p.screening_blast_pct,
             lineage=p.diagnosis, cd7_fraction=p.cd7_fraction, cd7_intensity=p.cd7_intensity,
             cd34_fraction=0.4 if p.diagnosis == "T-ALL" else 0.9,
         )
@@ -134,16 +147,14 @@ MANIFEST_COLUMNS = ("file", "patient", "tube", "specimen", "collection_date", "i
 def simulate_study(outdir: str | os.PathLike, seed: int = 7) -> dict:
     """Write every study tube, manifest.csv and truth.json into ``outdir``; return the truth.
 
-    Deterministic: the same seed gives byte-identical files.
+    Deterministic: the same seed gives byte-identical files. The seed is checked
+    before the folder is created, so a bad seed leaves nothing behind.
     """
     from .. import __version__
     from ..io.fcs_write import write_fcs
 
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SimulationError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    seed = check_seed(seed)
+    out = ensure_output_dir(outdir)
     files: dict[str, dict] = {}
     rows = []
     for k, st in enumerate(study_tubes()):
@@ -177,7 +188,7 @@ def simulate_study(outdir: str | os.PathLike, seed: int = 7) -> dict:
             "diagnosis": st.patient.diagnosis, "collection_date": row["collection_date"],
             "infusion_date": row["infusion_date"] or None, "study_day": st.study_day, "panel": panel, **truth,
         }
-    truth_all = {"schema_version": 1, "simulator": "cd7flow.simulate", "simulator_version": SIMULATOR_VERSION,
+    truth_all = {"schema_version": SCHEMA_VERSION, "simulator": "cd7flow.simulate", "simulator_version": SIMULATOR_VERSION,
                  "seed": seed, "files": files}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

@@ -36,7 +36,8 @@ class TubeSpec:
         SSC-A and Time are recognised by name, the others are fluorescence detectors.
     composition : shares of non-leukemic viable leukocytes (T, NK, B, mono, gran).
     blast_pct : blasts as % of viable leukocytes.
-    cd7_intensity : "bright", "dim" or "negative" for the CD7-expressing blasts.
+    cd7_intensity : "bright", "dim", "faint" or "negative" for the CD7-expressing blasts
+        (levels in ``model.CD7_LEVELS``).
     car_fraction_of_t, t_cd7neg_fraction : shares of T cells (CAR-T are CD7 knock-out;
         t_cd7neg_fraction is of the non-CAR T cells).
     debris_fraction, doublet_fraction, dead_fraction : shares of all events.
@@ -75,13 +76,19 @@ class TubeSpec:
 
 @dataclass
 class EventLabels:
-    """Per-event truth in file order. ``population`` indexes POPULATIONS."""
+    """Per-event truth in file order. ``population`` indexes POPULATIONS.
+
+    ``cd7_positive``: the event was drawn as CD7-expressing (realised label; False for
+    every event when the tube has no CD7 reagent). ``cd7_above_threshold``: its true CD7
+    is above ``cd7_threshold`` (the conventional cut, for comparison only).
+    """
 
     population: np.ndarray
     cd7_positive: np.ndarray
     car_positive: np.ndarray
     in_clog_burst: np.ndarray
     cd7_threshold: float
+    cd7_above_threshold: np.ndarray | None = None
     names: tuple[str, ...] = M.POPULATIONS
 
     def mask(self, *names: str) -> np.ndarray:
@@ -109,8 +116,8 @@ def _validate(spec: TubeSpec) -> None:
         raise bad(f"blast_pct must be within 0..100, got {spec.blast_pct}")
     if spec.lineage not in M.BLAST_PROFILES:
         raise bad(f"lineage must be one of {sorted(M.BLAST_PROFILES)}, got {spec.lineage!r}")
-    if spec.cd7_intensity not in ("bright", "dim", "negative"):
-        raise bad(f"cd7_intensity must be bright, dim or negative, got {spec.cd7_intensity!r}")
+    if spec.cd7_intensity not in (*M.CD7_LEVELS, "negative"):
+        raise bad(f"cd7_intensity must be {', '.join(M.CD7_LEVELS)} or negative, got {spec.cd7_intensity!r}")
     unknown = [k for k in spec.composition if k not in ("T", "NK", "B", "mono", "gran")]
     if unknown or any(v < 0 for v in spec.composition.values()) or sum(spec.composition.values()) <= 0:
         raise bad(f"composition needs non-negative shares of T, NK, B, mono, gran (got {dict(spec.composition)})")
@@ -158,7 +165,11 @@ def _lognormal(rng, median_sd, n) -> np.ndarray:
 
 
 def _cells(rng, spec: TubeSpec, pop: str, n: int):
-    """True marker intensities (n x MARKERS), FSC-A, SSC-A and a CD7-expression flag for n cells."""
+    """True marker intensities (n x MARKERS), FSC-A, SSC-A and the CD7-expression flag of n cells.
+
+    The flag is the realised label: True for a cell drawn as CD7-expressing (a blast of
+    the expressing share, or a normal CD7+ population), whatever its drawn intensity.
+    """
     af = _lognormal(rng, (M.AUTOFLUORESCENCE[pop], M.AF_SD), n)
     true = np.repeat(af[:, None], len(M.MARKERS), axis=1)  # one autofluorescence per cell, all detectors
     if pop == "blast":
@@ -166,18 +177,20 @@ def _cells(rng, spec: TubeSpec, pop: str, n: int):
         cd34 = profile.pop("CD34")
         has34 = rng.random(n) < spec.cd34_fraction
         true[:, _MARK["CD34"]] += np.where(has34, _lognormal(rng, cd34, n), 0.0)
-        level = {"bright": M.BRIGHT_CD7, "dim": M.DIM_CD7}.get(spec.cd7_intensity)
+        level = M.CD7_LEVELS.get(spec.cd7_intensity)
+        expr = np.zeros(n, bool)
         if level is not None:
             expr = rng.random(n) < spec.cd7_fraction
             true[:, _MARK["CD7"]] += np.where(expr, _lognormal(rng, level, n), 0.0)
     else:
         profile = M.PROFILES[pop]
+        expr = np.full(n, "CD7" in profile)
     for marker, median_sd in profile.items():
         true[:, _MARK[marker]] += _lognormal(rng, median_sd, n)
     (fm, fs), (sm, ss) = M.SCATTER[pop]
     fsc = rng.normal(fm, fs, n)
     ssc = np.abs(rng.normal(sm, ss, n)) + 500.0
-    return true, fsc, ssc
+    return true, fsc, ssc, expr
 
 
 def _draw_cells(rng, spec: TubeSpec, probs: np.ndarray, n: int):
@@ -187,12 +200,10 @@ def _draw_cells(rng, spec: TubeSpec, probs: np.ndarray, n: int):
     counts = rng.multinomial(n, w / w.sum()) if w.sum() > 0 else np.zeros(len(cell_idx), int)
     parts = [_cells(rng, spec, p, c) for p, c in zip(M.CELL_POPULATIONS, counts) if c]
     if not parts:
-        return np.zeros((0, len(M.MARKERS))), np.zeros(0), np.zeros(0)
-    true = np.concatenate([p[0] for p in parts])
-    fsc = np.concatenate([p[1] for p in parts])
-    ssc = np.concatenate([p[2] for p in parts])
+        return np.zeros((0, len(M.MARKERS))), np.zeros(0), np.zeros(0), np.zeros(0, bool)
+    true, fsc, ssc, expr = (np.concatenate([p[k] for p in parts]) for k in range(4))
     order = rng.permutation(n)
-    return true[order], fsc[order], ssc[order]
+    return true[order], fsc[order], ssc[order], expr[order]
 
 
 def _height(rng, fsc_a):
@@ -200,24 +211,27 @@ def _height(rng, fsc_a):
 
 
 def _generate(rng, spec: TubeSpec, counts: np.ndarray, probs: np.ndarray):
-    """True intensities, FSC-A, FSC-H, SSC-A, grouped by POPULATIONS order."""
+    """True intensities, FSC-A, FSC-H, SSC-A and CD7-expression labels, grouped by POPULATIONS order.
+
+    A doublet expresses CD7 when either cell does; debris and beads never do.
+    """
     blocks = []
     for pop, n in zip(M.POPULATIONS, counts):
         if n == 0:
             continue
         if pop in M.CELL_POPULATIONS:
-            true, fsc, ssc = _cells(rng, spec, pop, n)
+            true, fsc, ssc, expr = _cells(rng, spec, pop, n)
             fsh = _height(rng, fsc)
         elif pop == "dead":
-            true, fsc, ssc = _draw_cells(rng, spec, probs, n)
+            true, fsc, ssc, expr = _draw_cells(rng, spec, probs, n)
             true[:, _MARK["Viability"]] += _lognormal(rng, M.DEAD_VIABILITY, n)
             true[:, _MARK["CD45"]] *= 0.7  # dying cells lose antigen
             fsc, ssc = fsc * 0.55, ssc * 1.15
             fsh = _height(rng, fsc)
         elif pop == "doublet":
-            t1, f1, s1 = _draw_cells(rng, spec, probs, n)
-            t2, f2, s2 = _draw_cells(rng, spec, probs, n)
-            true, fsc, ssc = t1 + t2, f1 + f2, s1 + s2
+            t1, f1, s1, e1 = _draw_cells(rng, spec, probs, n)
+            t2, f2, s2, e2 = _draw_cells(rng, spec, probs, n)
+            true, fsc, ssc, expr = t1 + t2, f1 + f2, s1 + s2, e1 | e2
             # Two cells side by side: the pulse is twice as long, not twice as high.
             fsh = np.maximum(_height(rng, f1), _height(rng, f2)) * rng.uniform(1.0, 1.15, n)
         elif pop == "debris":
@@ -226,13 +240,15 @@ def _generate(rng, spec: TubeSpec, counts: np.ndarray, probs: np.ndarray):
             true[:, _MARK["Viability"]] += np.where(frag, _lognormal(rng, (3000.0, 0.5), n), 0.0)
             fsc, ssc = _lognormal(rng, (9000.0, 0.3), n), _lognormal(rng, (6000.0, 0.35), n)
             fsh = _height(rng, fsc)
+            expr = np.zeros(n, bool)
         else:  # bead
             true = _lognormal(rng, M.BEAD_INTENSITY, n)[:, None] * rng.normal(1.0, 0.01, (n, len(M.MARKERS)))
             (fm, fs), (sm, ss) = M.SCATTER["bead"]
             fsc, ssc = rng.normal(fm, fs, n), rng.normal(sm, ss, n)
             fsh = _height(rng, fsc)
-        blocks.append((true, fsc, fsh, ssc))
-    return [np.concatenate([b[k] for b in blocks]) for k in range(4)]
+            expr = np.zeros(n, bool)
+        blocks.append((true, fsc, fsh, ssc, expr))
+    return [np.concatenate([b[k] for b in blocks]) for k in range(5)]
 
 
 def _acquisition_times(rng, spec: TubeSpec, n: int):
@@ -256,6 +272,14 @@ def _acquisition_times(rng, spec: TubeSpec, n: int):
     return np.cumsum(gaps), burst, clog
 
 
+def check_seed(seed) -> int:
+    """``seed`` as an int; SimulationError unless it is a whole number >= 0 (what numpy's
+    SeedSequence accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SimulationError(f"seed must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
 def simulate_tube(spec: TubeSpec, seed: int):
     """Simulate one tube. Returns ``(Sample, truth, EventLabels)``.
 
@@ -268,22 +292,25 @@ def simulate_tube(spec: TubeSpec, seed: int):
     from ..compensation import SpilloverMatrix
 
     _validate(spec)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     probs = _event_probabilities(spec)
     counts = rng.multinomial(spec.n_events, probs)
-    true, fsc_a, fsc_h, ssc_a = _generate(rng, spec, counts, probs)
+    true, fsc_a, fsc_h, ssc_a, cd7_pos = _generate(rng, spec, counts, probs)
     population = np.repeat(np.arange(len(M.POPULATIONS), dtype=np.int8), counts)
 
     shares = {k: probs[_POP[k]] for k in M.NEGATIVE_REFERENCE}
     threshold = M.cd7_threshold(shares)
-    cd7_pos = true[:, _MARK["CD7"]] > threshold
+    # The conventional cut on the true values, kept for comparison with the labels: a dim
+    # population straddles it, so the share above it is not the share that expresses CD7.
+    above_threshold = true[:, _MARK["CD7"]] > threshold
     # Every cell is negative for some marker, so its smallest true value is its own
     # autofluorescence: what an unstained (FMO) or unlabelled detector sees.
     baseline = true.min(axis=1)
     for marker in spec.unstained:
         true[:, _MARK[marker]] = baseline
-    if "CD7" in spec.unstained:
-        cd7_pos = true[:, _MARK["CD7"]] > threshold
+    if "CD7" in spec.unstained:  # no CD7 reagent: no event carries detectable CD7
+        cd7_pos = np.zeros_like(cd7_pos)
+        above_threshold = true[:, _MARK["CD7"]] > threshold
 
     names = [c for c, _ in spec.panel]
     fl = [(i, c, m) for i, (c, m) in enumerate(spec.panel) if c not in M.SCATTER_CHANNELS and c != "Time"]
@@ -324,6 +351,7 @@ def simulate_tube(spec: TubeSpec, seed: int):
     labels = EventLabels(
         population=population[order], cd7_positive=cd7_pos[order],
         car_positive=(population == _POP["car_t"])[order], in_clog_burst=burst, cd7_threshold=threshold,
+        cd7_above_threshold=above_threshold[order],
     )
     truth = tube_truth(spec, labels, clog)
     truth.update(channels=list(names), markers=markers,
@@ -362,6 +390,8 @@ def tube_truth(spec: TubeSpec, labels: EventLabels, clog: dict | None) -> dict:
         "blasts": n["blast"],
     }
     blast_pos = int(np.count_nonzero(blasts & labels.cd7_positive))
+    above = labels.cd7_above_threshold
+    blast_above = int(np.count_nonzero(blasts & above)) if above is not None else None
     blast_info = {
         "count": n["blast"], "pct_of_viable_cd45": _pct(n["blast"], viable),
         "requested_pct_of_viable_cd45": spec.blast_pct, "lineage": spec.lineage,
@@ -369,6 +399,8 @@ def tube_truth(spec: TubeSpec, labels: EventLabels, clog: dict | None) -> dict:
         "requested_cd7_fraction": spec.cd7_fraction,
         "cd7_intensity": "negative" if "CD7" in spec.unstained else spec.cd7_intensity,
         "cd7_threshold_true": labels.cd7_threshold,
+        "cd7_above_threshold_true": blast_above,
+        "cd7_above_threshold_true_pct_of_blasts": None if blast_above is None else _pct(blast_above, n["blast"]),
     }
     car = {"car_t": n["car_t"], "cd3_t": cd3_t, "car_pct_of_cd3": _pct(n["car_t"], cd3_t),
            "bead_events": n["bead"], "beads_per_test": spec.beads_per_test,
