@@ -33,10 +33,10 @@ from .sample import Sample
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
-ASSAYS = ("screening", "autogate")
+ASSAYS = ("screening", "autogate", "car")
 SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
-            "intensity", "verdict", "qc"}
+            "intensity", "verdict", "qc", "car"}
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 

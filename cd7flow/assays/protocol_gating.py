@@ -271,6 +271,9 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
         g.locations[spec.id] = None
         return
     gates = est.tree_gates(spec.id)
+    if not gates:  # the fit found nothing to take out (a tube without counting beads): pass-through
+        g.locations[spec.id] = where
+        return
     g.tree.add_siblings(gates, where)
     for gate in gates:
         if gate.id in method.populations:

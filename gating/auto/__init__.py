@@ -7,6 +7,7 @@ samples or fits a mixture), and exposes the fitted geometry as an ordinary gate 
 exported as Gating-ML and re-applied. :data:`METHODS` maps protocol gate methods to them.
 """
 from ._base import AutoGate, ParameterError
+from .beads import BeadGate
 from .leukocytes import POPULATIONS, CD45SSCPopulations, LineageGate
 from .positive import MarkerPositive
 from .qc import TimeCleanGate, ViabilityGate
@@ -15,6 +16,7 @@ from .scatter import CellsGate, SingletGate
 from .thresholds import DensityThreshold, PercentileThreshold, RobustReferenceThreshold, density_1d
 
 __all__ = [
+    "BeadGate",
     "METHODS",
     "POPULATIONS",
     "AutoGate",

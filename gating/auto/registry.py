@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._base import AutoGate
+from .beads import BeadGate
 from .leukocytes import POPULATIONS, CD45SSCPopulations, LineageGate
 from .positive import MarkerPositive
 from .qc import TimeCleanGate, ViabilityGate
@@ -115,3 +116,5 @@ register("lineage", GateMethod(LineageGate, partial_dimensions=True, shape_dimen
                                marker_params=("groups", "primary"),
                                fit_inputs=MappingProxyType({"reference": "reference", "against": "against"}),
                                context_params=("reference", "reference_exclude", "against")))
+# Counting beads leave the sequence before the cells gate; a tube without beads passes whole.
+register("beads", GateMethod(BeadGate))
