@@ -126,7 +126,9 @@ class SampleSource:
             idx = [self.sample.channel(c) for c in channels]
             block = np.ascontiguousarray(self.sample.events[:, idx], dtype=np.float64)
             try:
-                comp = matrix.compensate(block, channels)
+                # in place: the block is already our own float64 copy (a second one would be
+                # 8 bytes x events x channels more at the peak, for the same values)
+                comp = matrix.compensate(block, channels, out=block)
             except Exception as exc:  # CompensationError names the matrix source
                 raise GatingError(f"{self.sample.name}: compensation {comp_id!r} failed: {exc}") from exc
             done = (np.asarray(comp, dtype=np.float64), {c: i for i, c in enumerate(channels)})

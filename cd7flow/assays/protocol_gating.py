@@ -15,7 +15,7 @@ parent's events, is :data:`gating.auto.METHODS`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,14 +258,19 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     dims = [g.dimensions[k] for k in keys]
     shape = _parent_gate_dimensions(g, spec) if method.shape_dimensions else None
     est = method.build(dims, keys, spec.id, spec.params, shape)
-    columns = dims + list(shape or [])
-    X = np.column_stack([g.source.values(d) for d in columns])
-    parent = g.masks[spec.parent]
-    inputs = {name: _FIT_INPUTS[how](g, spec, X) for name, how in method.fit_inputs.items()}
-    est.fit(X[parent], **inputs)
+    columns = [g.source.values(d) for d in dims + list(shape or [])]
+
+    def rows(mask: np.ndarray) -> np.ndarray:
+        """The gate's columns for the events of ``mask``, stacked: one (events x columns) copy
+        per population the fit needs, never one of all events next to it."""
+        return np.column_stack([c[mask] for c in columns])
+
+    inputs = {name: _FIT_INPUTS[how](g, spec, rows) for name, how in method.fit_inputs.items()}
+    est.fit(rows(g.masks[spec.parent]), **inputs)
     g.estimators[spec.id] = est
     if method.marker_test:
-        g.marker_positive[spec.id] = est.predict(X)  # the marker test on every event, whatever its parent
+        # the marker test on every event, whatever its parent (a marker gate has one or two columns)
+        g.marker_positive[spec.id] = est.predict(np.column_stack(columns))
     where = g.locations[spec.parent]
     if where is None:  # the parent population was not found: this one is empty too
         g.locations[spec.id] = None
@@ -292,8 +297,9 @@ def _parent_gate_dimensions(g: GatedSample, spec: GateSpec) -> list[Dimension] |
     return [g.dimensions[k] for k in maker.dimensions]
 
 
-# ---- what a method's fit needs besides its parent's events (gating.auto.GateMethod.fit_inputs) ----
-def _reference(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | None:
+# ---- what a method's fit needs besides its parent's events (gating.auto.GateMethod.fit_inputs);
+# ``rows(mask)`` stacks the gate's columns for the events of a mask ----
+def _reference(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
     name = spec.params.get("reference")
     if name is None:
         return None
@@ -306,20 +312,21 @@ def _reference(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | No
             ref_mask = ref_mask & ~g.marker_positive[other]
     if np.count_nonzero(ref_mask) < 50:
         raise NotEvaluable(f"reference {name} has only {np.count_nonzero(ref_mask)} events")
-    return X[ref_mask]
+    return rows(ref_mask)
 
 
-def _fitted_reference(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | None:
+def _fitted_reference(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.ndarray]
+                      ) -> np.ndarray | None:
     name = spec.params.get("reference")
     if name is None or name in g.skipped:
         return None
-    return X[g.masks[name]]
+    return rows(g.masks[name])
 
 
-def _against(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | None:
+def _against(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
     name = spec.params.get("against")
     if name in g.locations and name not in g.skipped and _contaminated(g, spec.parent, name):
-        return X[g.masks[name]]
+        return rows(g.masks[name])
     return None
 
 

@@ -94,14 +94,23 @@ class BeadGate(AutoGate):
         below = peaks[peaks < bright]
         bulk = int(below[np.argmax(d.density[below])])
         self.score_threshold_ = valley_between(d, bulk, bright)
-        cand = X[score >= self.score_threshold_]
-        if cand.shape[0] < self.min_beads:
+        # Column by column over the candidates' row numbers: temporaries of one column, never
+        # a copy of the candidate rows (most events of a bead-rich tube); same values as on X[cand].
+        cand = np.flatnonzero(score >= self.score_threshold_)
+        del score
+        if cand.size < self.min_beads:
             return
-        center = np.median(cand, axis=0)
-        spread = MAD_TO_SD * np.median(np.abs(cand - center), axis=0)
+        center = np.empty(X.shape[1])
+        spread = np.empty(X.shape[1])
+        for j in range(X.shape[1]):
+            column = X[cand, j]
+            center[j] = np.median(column)
+            spread[j] = MAD_TO_SD * np.median(np.abs(column - center[j]))
         spread = np.maximum(spread, 1e-9 * np.maximum(np.abs(center), 1.0))
         half = self.n_mad * spread
-        inside = np.all(np.abs(cand - center) <= half, axis=1)
+        inside = np.ones(cand.size, dtype=bool)
+        for j in range(X.shape[1]):
+            inside &= np.abs(X[cand, j] - center[j]) <= half[j]
         if np.count_nonzero(inside) < self.min_beads:
             return
         self.center_, self.half_width_ = center, half
