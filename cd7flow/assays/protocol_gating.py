@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from gating.auto import METHODS
 from gating.dimensions import Dimension
@@ -221,6 +222,21 @@ def run_protocol_gates(sample: Sample, protocol: Protocol, channels: Mapping[str
     is skipped: its population is its parent's, and ``skipped`` says why. A required
     gate that cannot be fitted raises :class:`NotEvaluable` with the reason.
     """
+    with _one_thread():
+        return _run_gates(sample, protocol, channels)
+
+
+def _one_thread():
+    """BLAS and OpenMP pools limited to one thread while the gates are fitted (restored after).
+
+    The fits make thousands of tiny BLAS / OpenMP calls (2x2-7x7 mixtures, k-means on 40k
+    events), between which the pools' extra threads spin: on a 2-core machine shared with other
+    work that made them several times slower in wall and CPU time (benchmarks/results_perf.md).
+    """
+    return threadpool_limits(limits=1)
+
+
+def _run_gates(sample: Sample, protocol: Protocol, channels: Mapping[str, str] | None) -> GatedSample:
     source, mapping, dims, described = _build_source(sample, protocol, channels)
     g = GatedSample(sample, source, mapping, dims, transforms=described, protocol=protocol)
     for spec in protocol.gates:
