@@ -278,8 +278,12 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
 
     def rows(mask: np.ndarray) -> np.ndarray:
         """The gate's columns for the events of ``mask``, stacked: one (events x columns) copy
-        per population the fit needs, never one of all events next to it."""
-        return np.column_stack([c[mask] for c in columns])
+        per population the fit needs, filled a column at a time (never all events, nor every
+        column twice, at once)."""
+        out = np.empty((int(np.count_nonzero(mask)), len(columns)), dtype=np.result_type(*columns))
+        for j, c in enumerate(columns):
+            out[:, j] = c[mask]
+        return out
 
     inputs = {name: _FIT_INPUTS[how](g, spec, rows) for name, how in method.fit_inputs.items()}
     est.fit(rows(g.masks[spec.parent]), **inputs)
