@@ -29,11 +29,11 @@ from .sample import Sample
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
-ASSAYS = ("screening", "autogate")
-GATE_METHODS = ("time_clean", "cells", "singlets", "viability", "cd45_ssc", "positive", "lineage")
+ASSAYS = ("screening", "autogate", "car")
+GATE_METHODS = ("time_clean", "cells", "singlets", "viability", "cd45_ssc", "positive", "lineage", "beads")
 SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
-            "intensity", "verdict", "qc"}
+            "intensity", "verdict", "qc", "car"}
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
@@ -361,7 +361,7 @@ def _gate_params(method: str) -> set[str]:
 
     estimator = {"time_clean": auto.TimeCleanGate, "cells": auto.CellsGate, "singlets": auto.SingletGate,
                  "viability": auto.ViabilityGate, "cd45_ssc": auto.CD45SSCPopulations,
-                 "lineage": auto.LineageGate}.get(method)
+                 "lineage": auto.LineageGate, "beads": auto.BeadGate}.get(method)
     fixed = {"self", "dimension", "dimensions", "gate_id", "population", "require_population"}
     names = set() if estimator is None else set(inspect.signature(estimator.__init__).parameters) - fixed
     if method == "lineage":

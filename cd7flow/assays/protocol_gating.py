@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gating.auto import (
+    BeadGate,
     CD45SSCPopulations,
     CellsGate,
     DensityThreshold,
@@ -145,6 +146,8 @@ def _estimator(spec: GateSpec, dims: list[Dimension], keys: list[str] | None = N
     try:
         if spec.method == "time_clean":
             return TimeCleanGate(dims[0], gate_id=spec.id, **p)
+        if spec.method == "beads":
+            return BeadGate(dims, gate_id=spec.id, **p)
         if spec.method == "cells":
             return CellsGate(dims, gate_id=spec.id, **p)
         if spec.method == "singlets":
@@ -385,6 +388,12 @@ def fitted_strategy(g: GatedSample, protocol: Protocol):
                 spec.parent)
         elif spec.method == "lineage":
             union(spec.id, est.gates_ if est.mode == "any" else [est.gate_], spec.parent)
+        elif spec.method == "beads":  # the population is everything but the bead box
+            if est.gate_ is None:
+                path[spec.id] = path[spec.parent]
+            else:
+                add(est.gate_, spec.parent)
+                add(BooleanGate(spec.id, "not", [path[spec.parent] + (est.gate_.id,)]), spec.parent)
         elif spec.method == "cd45_ssc":
             pops = [_renamed(x, pop) for pop, x in est.gates_.items()]
             for gate in pops:
