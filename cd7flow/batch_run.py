@@ -101,10 +101,10 @@ def _run_dask(tasks: Sequence[Task], finished, address: str) -> None:
     from .errors import CD7FlowError
 
     try:
-        client = Client(address, timeout="20s", set_as_default=False)
+        client = Client(address, timeout="20s")  # the default client only inside the with block below
     except (OSError, TimeoutError, ValueError) as exc:
         raise CD7FlowError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-    try:
+    with client:
         futures = {client.submit(fn, *args, pure=False): label for label, fn, args in tasks}
         for fut in as_completed(list(futures)):
             try:
@@ -112,5 +112,3 @@ def _run_dask(tasks: Sequence[Task], finished, address: str) -> None:
             except Exception as exc:  # noqa: BLE001
                 result = _lost(exc)
             finished(futures[fut], result)
-    finally:
-        client.close()

@@ -21,6 +21,8 @@ def worst(statuses) -> str:
 def check(name: str, status: str, value, unit: str, limit: str, detail: str = "", channel: str | None = None) -> dict:
     if isinstance(value, float):
         value = float(f"{value:.6g}") if math.isfinite(value) else None
+        if value is not None and unit in ("events", "days"):
+            value = int(value)  # counts and whole days read as such in tables
     return {"check": name, "channel": channel, "status": status, "value": value, "unit": unit, "limit": limit,
             "detail": detail}
 

@@ -17,7 +17,7 @@ ERROR_COLUMNS = ("file", "stage", "reason")
 
 
 def _cell(v: Any) -> Any:
-    return json.dumps(v) if isinstance(v, (list, dict)) else v
+    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
 def batch_tables(outcome) -> dict[str, pd.DataFrame]:
@@ -40,12 +40,17 @@ def batch_tables(outcome) -> dict[str, pd.DataFrame]:
     problems = [{"file": q["file"], "stage": "persistence (skipped tube)", "reason": q["reason"]}
                 for p in outcome.patients for q in p.get("problems", [])]
     return {
-        "qc": pd.DataFrame(qc_rows([r["qc"] for r in outcome.files])),
-        "screening": pd.DataFrame(screening, columns=list(SCREENING_COLUMNS)),
-        "persistence_samples": pd.DataFrame(samples, columns=list(SAMPLE_COLUMNS)),
-        "persistence_kinetics": pd.DataFrame(kinetics, columns=list(KINETICS_COLUMNS)),
-        "errors": pd.DataFrame(outcome.errors + problems, columns=list(ERROR_COLUMNS)),
+        "qc": _frame(qc_rows([r["qc"] for r in outcome.files]), None),
+        "screening": _frame(screening, SCREENING_COLUMNS),
+        "persistence_samples": _frame(samples, SAMPLE_COLUMNS),
+        "persistence_kinetics": _frame(kinetics, KINETICS_COLUMNS),
+        "errors": _frame(outcome.errors + problems, ERROR_COLUMNS),
     }
+
+
+def _frame(rows: list[dict], columns) -> pd.DataFrame:
+    """Values kept as given (object columns): a missing value must not turn a count into 3459.0."""
+    return pd.DataFrame(rows, columns=None if columns is None else list(columns), dtype=object)
 
 
 def write_tables(tables: dict[str, pd.DataFrame], provenance: dict[str, Any], out: Path) -> list[Path]:
