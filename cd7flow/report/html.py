@@ -25,10 +25,10 @@ img { max-width: 46%; margin: 4px; border: 1px solid #ddd; }
 <h2>Run summary</h2>
 <table>{% for k, v in m.summary %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 {% if m.errors %}<h2>Files and steps with errors</h2>
-<table><tr><th>file</th><th>stage</th><th>reason</th></tr>
+<table id="errors"><tr><th>file</th><th>stage</th><th>reason</th></tr>
 {% for f, s, r in m.errors %}<tr class="FAIL"><td>{{ f }}</td><td class="status">{{ s }}</td><td>{{ r }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Quality control (failed files first)</h2>
-<table><tr>{% for c in m.qc_columns %}<th>{{ c }}</th>{% endfor %}</tr>
+<table id="qc"><tr>{% for c in m.qc_columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in m.qc_rows %}<tr class="{{ r.status }}">{% for c in r.cells %}<td{% if loop.index == 2 %} class="status"{% endif %}>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 <h2>CD7 screening</h2>
 {% for s in m.screening %}<h3>{{ s.file }} (patient {{ s.patient }})</h3>
