@@ -95,11 +95,11 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, manifest: st
     from .batch_tasks import file_task, patient_task
 
     say = say or (lambda _text: None)
-    out = ensure_output_dir(out)
     protocols = resolve_protocols(protocol_dir)
     plan = make_plan(folder, manifest)
     if not plan.files:
         raise CD7FlowError(f"no FCS files found in {folder}")
+    out = ensure_output_dir(out)  # only once the inputs make sense: a typo leaves no empty folder
     context = run_context(argv)
     audit(out, {"event": "start", **context, "folder": str(Path(folder).resolve()),
                 "protocols": {k: {x: v[x] for x in ("protocol", "protocol_version", "protocol_sha256")} for k, v in protocols.items()}})

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .tables import screened
+
 QC_COLUMNS = (("file", "file"), ("status", "status"), ("events", "events"), ("time_anomalies", "time removed %"),
               ("time_gap", "max gap s"), ("margin", "margin %"), ("doublets", "doublets %"),
               ("viability", "viable %"), ("signal_drift", "drift"), ("problems", "problems"))
@@ -34,11 +36,7 @@ def report_model(outcome, tables) -> dict[str, Any]:
     counts = qc["status"].value_counts().to_dict()
     plots = outcome.out / "plots"
     screening = []
-    for r in outcome.files:
-        s = r.get("screening")
-        if s is None:
-            continue
-        ci = s.get("cd7_pos_ci95") or [None, None]
+    for r, s, ci in screened(outcome):
         screening.append({
             "file": r["file"], "patient": r.get("patient") or "-", "qc_status": r["qc"]["status"],
             "verdict": s.get("verdict") or "-", "estimate": fmt(s.get("cd7_pos_pct")),

@@ -20,18 +20,21 @@ def _cell(v: Any) -> Any:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
 
 
+def screened(outcome):
+    """(file result, its screening record, [CI low, CI high]) for every screened file, in file order."""
+    for r in outcome.files:
+        s = r.get("screening")
+        if s is not None:
+            yield r, s, (s.get("cd7_pos_ci95") or [None, None])
+
+
 def batch_tables(outcome) -> dict[str, pd.DataFrame]:
     """{sheet name: table}: qc (failed first), screening, persistence samples and kinetics, errors."""
     from ..assays.persistence import KINETICS_COLUMNS, SAMPLE_COLUMNS
 
-    qc_status = {r["file"]: r["qc"]["status"] for r in outcome.files}
     screening = []
-    for r in outcome.files:
-        s = r.get("screening")
-        if s is None:
-            continue
-        ci = s.get("cd7_pos_ci95") or [None, None]
-        screening.append({"file": r["file"], "patient": r.get("patient"), "qc_status": qc_status[r["file"]],
+    for r, s, ci in screened(outcome):
+        screening.append({"file": r["file"], "patient": r.get("patient"), "qc_status": r["qc"]["status"],
                           "cd7_pos_ci_low": ci[0], "cd7_pos_ci_high": ci[1],
                           **{k: s.get(k) for k in SCREENING_COLUMNS if k not in ("file", "patient", "qc_status",
                                                                                  "cd7_pos_ci_low", "cd7_pos_ci_high")}})
