@@ -137,7 +137,7 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, manifest: st
             tasks.append((f"file:{f.rel}", file_task, (meta, config)))
     for patient, files in sorted(plan.patients().items()):
         rows = [{k: v for k, v in f.as_dict().items() if k not in ("inferred_from",)} for f in files]
-        key = {"task": "patient", "tool_version": __version__, "protocols": {"car": shas["car"]},
+        key = {"task": "patient", "tool_version": __version__, "protocols": {"car": shas["car"], "screening": shas["screening"]},
                "rows": [{k: v for k, v in r.items() if k != "path"} for r in rows]}
         path = results_dir / "patients" / f"{safe_name(patient)}.json"
         keys[f"patient:{patient}"] = (key, path)

@@ -66,8 +66,11 @@ def run_tasks(tasks: Sequence[Task], on_done: Callable[[str, dict], None], *, jo
         if scheduler:
             _run_dask(tasks, finished, scheduler)
         elif jobs <= 1:
-            for label, fn, args in tasks:
-                finished(label, fn(*args))
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):  # like a pool worker: one core (restored afterwards)
+                for label, fn, args in tasks:
+                    finished(label, fn(*args))
         else:
             _run_pool(tasks, finished, jobs)
 

@@ -82,6 +82,11 @@ def test_clean_run(runs):
     samples = csv_rows(root / "out_clean" / "persistence_samples.csv")
     assert sorted((s["file"], s["tube"]) for s in samples) == [
         ("P02_CAR_PB_D000.fcs", "car"), ("P02_CAR_PB_D014.fcs", "car"), ("P02_MRD_BM_D028.fcs", "mrd")]
+    # the QC gate (events in anomalous Time bins) is what the persistence step removes from the clogged tube
+    mrd = next(x for x in samples if x["tube"] == "mrd")
+    qc_mrd = next(r for r in csv_rows(root / "out_clean" / "qc.csv") if r["file"] == "P02_MRD_BM_D028.fcs")
+    assert float(mrd["time_loss_pct"]) == pytest.approx(float(qc_mrd["time_anomalies"]), abs=0.001)
+    assert int(qc_mrd["qc_events_removed"]) == round(40000 * float(qc_mrd["time_anomalies"]) / 100)
     assert {"P02_kinetics.png", "P02_screening_BM_cd45_ssc.png", "P02_screening_BM_cd7_hist.png"} <= {
         p.name for p in (root / "out_clean" / "plots").iterdir()}
     prov = json.loads((root / "out_clean" / "batch.json").read_text())["provenance"]
