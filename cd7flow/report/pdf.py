@@ -29,6 +29,11 @@ class _Report(FPDF):
         self.multi_cell(0, 7, _t(text), new_x="LMARGIN", new_y="NEXT")
         self.set_font("Helvetica", size=8)
 
+    def keep_room(self, mm: float) -> None:
+        """A new page unless ``mm`` millimetres are left on this one."""
+        if self.get_y() + mm > self.h - 14:
+            self.add_page()
+
     def para(self, text: str) -> None:
         self.set_font("Helvetica", size=8)
         self.multi_cell(0, 4.5, _t(text), new_x="LMARGIN", new_y="NEXT")
@@ -52,16 +57,22 @@ class _Report(FPDF):
         self.ln(2)
 
     def images(self, paths, width: float = 125) -> None:
-        x0 = self.l_margin
-        for k, p in enumerate(paths):
-            if k % 2 == 0 and k:
-                self.ln(2)
-            if self.get_y() + width * 0.75 > self.h - 14:
+        """Images two per row, ``width`` mm wide each, their height from their own aspect ratio."""
+        from PIL import Image
+
+        paths = list(paths)
+        for k in range(0, len(paths), 2):
+            pair = paths[k:k + 2]
+            heights = []
+            for p in pair:
+                with Image.open(p) as im:
+                    heights.append(width * im.height / im.width)
+            if self.get_y() + max(heights) > self.h - 14:
                 self.add_page()
             y = self.get_y()
-            self.image(str(p), x=x0 + (k % 2) * (width + 5), y=y, w=width)
-            if k % 2 == 1 or k == len(paths) - 1:
-                self.set_y(y + width * 0.8)
+            for j, p in enumerate(pair):
+                self.image(str(p), x=self.l_margin + j * (width + 5), y=y, w=width)
+            self.set_y(y + max(heights) + 2)
 
 
 def render_pdf(model: dict) -> bytes:
@@ -81,6 +92,7 @@ def render_pdf(model: dict) -> bytes:
     pdf.add_page()
     pdf.heading("CD7 screening", 11)
     for s in model["screening"]:
+        pdf.keep_room(110)  # a heading and its text stay with their plots
         pdf.heading(f"{s['file']} (patient {s['patient']})", 10)
         pdf.para(f"CD7+ % of blasts {s['estimate']} (95% CI {s['interval']}), verdict {s['verdict']}"
                  + (f": {s['reason']}" if s["reason"] else "") + f"; blasts {s['blasts']} ({s['blast_pct']}% of CD45+), "
@@ -91,6 +103,7 @@ def render_pdf(model: dict) -> bytes:
     pdf.add_page()
     pdf.heading("CAR-T kinetics", 11)
     for p in model["patients"]:
+        pdf.keep_room(130)
         pdf.heading(f"Patient {p['patient']}", 10)
         pdf.images(p["plots"], width=150)
         pdf.grid(None, [[k, v] for k, v in p["kinetics"]], widths=(50, 80))
