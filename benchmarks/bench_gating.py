@@ -54,7 +54,7 @@ def make_events(n: int, seed: int = 11) -> np.ndarray:
 
 def make_strategy():
     """The 10-gate tree (11 populations + 3 more quadrants) as a cd7flow GatingStrategy."""
-    from cd7flow.datasource import GatingStrategy
+    from cd7flow.strategy import GatingStrategy
     from cd7flow.transforms import LogicleTransform
     from gating.dimensions import Dimension
     from gating.gates import (BooleanGate, Divider, EllipsoidGate, GateReference, PolygonGate, Quadrant,

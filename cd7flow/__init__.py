@@ -17,6 +17,8 @@ _LAZY = {
     "Sample": "cd7flow.sample",
     "SpilloverMatrix": "cd7flow.compensation",
     "compensate": "cd7flow.compensation",
+    "to_flowkit": "cd7flow.interchange",
+    "from_flowkit": "cd7flow.interchange",
 }
 
 

@@ -17,84 +17,6 @@ Both files are written under a temporary name and renamed, so they are never hal
 """
 
 
-def _root_element(path: Path) -> str:
-    """Local name of the document's root element, from the first 64 kB ('' if none is found there).
-
-    Skips the XML declaration, comments, processing instructions and the DOCTYPE, so a
-    FlowJo 9 file (``<!DOCTYPE Workspace><Workspace ...>``) and a Gating-ML file whose root
-    is ``<gating:Gating-ML>`` are told apart by what they are, not by a string anywhere.
-    """
-    import re
-
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(65536)
-    except OSError:
-        return ""
-    head = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(\[.*?\])?\s*>", b"", head, flags=re.S)
-    m = re.search(rb"<([A-Za-z_][\w.:-]*)", head)
-    return m.group(1).decode("ascii", "replace").rsplit(":", 1)[-1] if m else ""
-
-
-def _is_flowjo(path: Path) -> bool:
-    """A FlowJo workspace, 10 (.wsp) or 7-9 (XML): its root element is <Workspace>."""
-    return path.suffix.lower() == ".wsp" or _root_element(path) == "Workspace"
-
-
-def load_gating(fcs: Path, gates: Path, sample_name: str | None):
-    """(GatingStrategy, label) for ``fcs`` from a Gating-ML file or a FlowJo workspace sample."""
-    from .errors import GatingMLError
-    from .io.flowjo import read_flowjo_workspace
-    from .io.gatingml import read_gatingml
-
-    if not gates.is_file():
-        raise GatingMLError(gates, "gates file not found" if not gates.exists() else "is not a file")
-    is_diva = _root_element(gates) == "bdfacs"
-    if is_diva or _is_flowjo(gates):
-        if is_diva:
-            from .io.diva import read_diva_xml
-
-            ws = read_diva_xml(gates)
-        else:
-            ws = read_flowjo_workspace(gates)
-        wsample = ws.sample(sample_name) if sample_name else ws.sample_for_file(fcs)
-        return wsample.strategy, wsample.name
-    if sample_name:
-        raise GatingMLError(gates, "--sample only applies to FlowJo workspaces (.wsp)")
-    return read_gatingml(gates), None
-
-
-def check_channels(strategy, sample, gates: Path) -> None:
-    """Every channel a gate (or a ratio or matrix it uses) names must be in the FCS file."""
-    from .errors import GatingError
-    from .sample import ChannelNotFound
-
-    def need(channel: str, gate_id: str) -> None:
-        try:
-            sample.channel(channel)
-        except ChannelNotFound:
-            raise GatingError(
-                f"{gates}: gate {gate_id!r} uses channel {channel!r}, which {sample.name} does not have "
-                f"(channels: {', '.join(sample.channels)})"
-            ) from None
-
-    for gate in strategy.tree.gates():
-        for dim in gate.dimensions:
-            ratio = strategy.derived.get(dim.channel)
-            if ratio is not None:
-                need(ratio.numerator, gate.id)
-                need(ratio.denominator, gate.id)
-            elif dim.compensation in (None, "", "uncompensated", "FCS"):
-                need(dim.channel, gate.id)
-            else:
-                matrix = strategy.compensations.get(dim.compensation)
-                fluoro = getattr(matrix, "fluorochromes", ())
-                if dim.channel not in fluoro:  # a spectrum-matrix output is not an FCS channel
-                    need(dim.channel, gate.id)
-                for det in getattr(matrix, "detectors", None) or getattr(matrix, "channels", ()):
-                    need(det, gate.id)
-
-
 def gate(
     fcs: Path = typer.Argument(..., help="FCS file to gate.", metavar="FILE"),
     gates: Path = typer.Option(..., "--gates", "-g", help="Gating-ML 2.0 file (.xml), FlowJo workspace (10 .wsp or 9 .xml) or FACSDiva XML export."),
@@ -112,6 +34,7 @@ def gate(
     from gating.stats import population_table
 
     from .errors import CD7FlowError, FCSError
+    from .io import open_gating
     from .io.fcs_read import read_fcs
     from .membership import membership_columns, write_membership_csv
     from .outputs import check_distinct_outputs, write_csv
@@ -123,9 +46,10 @@ def gate(
             raise CD7FlowError(f"{out}: refusing to overwrite an input file; choose another output name")
     if not fcs.is_file():
         raise FCSError(fcs, "FCS file not found" if not fcs.exists() else "is not a file")
-    strategy, label = load_gating(fcs, gates, sample)
+    strategy = open_gating(gates, sample=sample, fcs=fcs)
+    label = strategy.sample_name
     data = read_fcs(fcs, dataset=dataset)
-    check_channels(strategy, data, gates)
+    strategy.check_channels(data)
     result = strategy.apply(data)
     if stats is not None:
         if channels:

@@ -5,7 +5,7 @@ import csv
 import io
 import json
 import math
-import sys
+import shlex
 from pathlib import Path
 
 import typer
@@ -32,7 +32,10 @@ def persistence(
     res = run_persistence(manifest, protocol, progress=lambda m: typer.echo(m, err=True))
     out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "provenance": {**res.provenance(), "command_line": " ".join(["cd7flow"] + sys.argv[1:])},
+        # The command as parsed (sys.argv is the host's when called in-process, e.g. by a test runner).
+        "provenance": {**res.provenance(), "command_line": shlex.join(
+            ["cd7flow", "persistence", str(manifest), "--out", str(out), "--protocol", protocol,
+             "--plots" if plots else "--no-plots"])},
         "samples": res.samples, "kinetics": res.kinetics, "courses": res.courses,
         "skipped_rows": [{"row": p.row, "file": p.file, "reason": p.reason} for p in res.problems],
         "notes": res.notes,

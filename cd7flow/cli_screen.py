@@ -19,11 +19,13 @@ def screen(
     "not_evaluable" (too few blasts, failed QC, marker missing) is an answer, with its reason.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from .assays.screening import screen_file, unreadable_record
+    from .assays.screening import FMOTube, screen_file, unreadable_record
     from .cli import find_fcs_files
     from .errors import CD7FlowError
+    from .io.fcs_read import read_fcs
     from .protocol import load_protocol
 
     proto = load_protocol(protocol)
@@ -32,16 +34,17 @@ def screen(
     paths = find_fcs_files(files)
     if not paths:
         raise CD7FlowError(f"no .fcs or .lmd files found in {', '.join(map(str, files))}")
+    # The FMO tube is read once for the whole batch (and gated once): a bad FMO spoils every
+    # file, so its read error stops here, before any file is screened.
+    fmo_tube = FMOTube(read_fcs(fmo), proto) if fmo is not None else None
     if len(paths) == 1:  # one file: an unreadable file is simply the error (exit 2)
-        records = [screen_file(paths[0], proto, fmo_path=fmo, plots_dir=plots)]
+        records = [screen_file(paths[0], proto, plots_dir=plots, fmo=fmo_tube)]
     else:  # a batch goes on past a bad file, lists it as not evaluable, and exits 1 at the end
         records = []
         for p in paths:
             try:
-                records.append(screen_file(p, proto, fmo_path=fmo, plots_dir=plots))
+                records.append(screen_file(p, proto, plots_dir=plots, fmo=fmo_tube))
             except CD7FlowError as exc:
-                if fmo is not None and str(fmo) in str(exc):
-                    raise  # a bad FMO tube spoils every file: stop at once
                 typer.echo(f"error: {exc}", err=True)
                 records.append(unreadable_record(p, proto, exc))
     failed = sum(1 for r in records if r.get("error"))
@@ -52,25 +55,29 @@ def screen(
             typer.echo(f"{failed} of {len(records)} file(s) could not be read", err=True)
             raise typer.Exit(1)
         return
-    table = Table(title=f"CD7 screening — protocol {proto.name} v{proto.version} (rule: CD7+ blasts {proto.rule.text})")
-    for col in ("file", "events", "viable singlets", "blasts", "blast %", "CD7+ % of blasts (95% CI)",
-                "CD7 MFI blasts", "vs neg ref", "vs pos ref", "RD (FMO)", "intensity", "verdict"):
+    marker = proto.settings["positivity"]["marker"]
+    m = marker.lower()  # record keys follow the screened marker (cd7_pos_pct for CD7)
+    k_pct, k_ci, k_mfi = f"{m}_pos_pct", f"{m}_pos_ci95", f"{m}_mfi_blasts"
+    table = Table(title=f"{marker} screening — protocol {proto.name} v{proto.version} "
+                        f"(rule: {marker}+ blasts {proto.rule.text})")
+    for col in ("file", "events", "viable singlets", "blasts", "blast %", f"{marker}+ % of blasts (95% CI)",
+                f"{marker} MFI blasts", "vs neg ref", "vs pos ref", "RD (FMO)", "intensity", "verdict"):
         table.add_column(col, justify="left" if col in ("file", "intensity", "verdict") else "right")
 
     def num(v, fmt="{:.1f}"):
         return "-" if v is None else fmt.format(v)
 
     for r in records:
-        ci = r["cd7_pos_ci95"]
+        ci = r[k_ci]
         verdict = {"positive": "[green]positive[/green]", "negative": "[yellow]negative[/yellow]"}.get(
-            r["verdict"], f"[red]not evaluable[/red]: {r['reason']}")
+            r["verdict"], f"[red]not evaluable[/red]: {escape(str(r['reason']))}")
         if r.get("error"):
             verdict = "[red]unreadable[/red] (error above)"
         table.add_row(
             r["file"], num(r["events"], "{:,}"), num(r["viable_singlets"], "{:,}"), num(r["blasts"], "{:,}"),
             num(r["blast_pct"]),
-            "-" if r["cd7_pos_pct"] is None else f"{r['cd7_pos_pct']:.1f} ({ci[0]:.1f}-{ci[1]:.1f})",
-            num(r["cd7_mfi_blasts"], "{:.0f}"),
+            "-" if r[k_pct] is None else f"{r[k_pct]:.1f} ({ci[0]:.1f}-{ci[1]:.1f})",
+            num(r[k_mfi], "{:.0f}"),
             "-" if r["neg_ref_ratio"] is None else f"{r['neg_ref_ratio']:.1f}x (n={r['neg_ref_events']:,})",
             "-" if r["pos_ref_ratio"] is None else f"{r['pos_ref_ratio']:.2f}x (n={r['pos_ref_events']:,})",
             num(r["rd_fmo"], "{:.2f}"), r["intensity"] or "-", verdict,
@@ -81,7 +88,7 @@ def screen(
     console.print(table)
     for r in records:
         for note in r.get("notes") or []:
-            console.print(f"[dim]{r['file']}: {note}[/dim]")
+            console.print(f"[dim]{escape(r['file'])}: {escape(note)}[/dim]")
         for p in r.get("plots") or []:
             console.print(f"[dim]wrote {p}[/dim]")
     if failed:
@@ -103,10 +110,11 @@ def autogate(
     (with its compensation and transforms) so it can be re-applied or edited elsewhere.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from .assays.protocol_gating import NotEvaluable, run_protocol_gates
-    from .errors import CD7FlowError
+    from .assays.protocol_gating import run_protocol_gates, sample_notes
+    from .errors import CD7FlowError, NotEvaluable
     from .io.fcs_read import read_fcs
     from .membership import write_membership_csv
     from .protocol import load_protocol
@@ -127,15 +135,16 @@ def autogate(
     console = Console()
     console.print(table)
     for k, why in g.skipped.items():
-        console.print(f"[dim]gate {k} skipped: {why}[/dim]")
+        console.print(f"[dim]gate {escape(k)} skipped: {escape(why)}[/dim]")
+    for note in sample_notes(sample, proto):
+        console.print(f"[dim]{escape(note)}[/dim]")
     if membership is not None:
         write_membership_csv(membership, columns)
         console.print(f"wrote {membership} ({sample.n_events:,} rows, {len(columns)} columns)")
     if gatingml is not None:
-        from .assays.protocol_gating import fitted_strategy
         from .io.gatingml import write_gatingml
 
-        write_gatingml(fitted_strategy(g, proto), gatingml)
+        write_gatingml(g.strategy, gatingml)  # the very tree the counts above come from
         console.print(f"wrote {gatingml}")
 
 

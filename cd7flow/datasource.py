@@ -17,76 +17,24 @@ Compensation references (Gating-ML): ``None`` or ``"uncompensated"`` = values as
 stored; ``"FCS"`` = the sample's own spillover matrix (no matrix = as stored, as the
 Gating-ML compliance suite expects); any other id = an entry of ``compensations``,
 either a :class:`~cd7flow.compensation.SpilloverMatrix` (detector-named, square)
-or a :class:`SpectrumMatrix` (Gating-ML ``spectrumMatrix``: fluorochrome-named
+or a :class:`~cd7flow.compensation.spectrum.SpectrumMatrix` (Gating-ML ``spectrumMatrix``: fluorochrome-named
 outputs, possibly more detectors than fluorochromes). A channel that a matrix
 does not cover (FSC, SSC, Time) is returned as stored.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gating.dimensions import Dimension, RatioDimension
-from gating.tree import GatingResult, GatingTree
+from gating.dimensions import FCS_COMPENSATION, Dimension, RatioDimension, is_uncompensated
 
+from .compensation.spectrum import SpectrumMatrix
 from .errors import GatingError
 from .sample import ChannelNotFound, Sample
 
-__all__ = ["SampleSource", "SpectrumMatrix", "GatingStrategy"]
-
-UNCOMPENSATED_IDS = (None, "", "uncompensated")
-
-
-@dataclass(frozen=True, eq=False)
-class SpectrumMatrix:
-    """A Gating-ML ``spectrumMatrix``: one spectrum (row) per fluorochrome over the detectors.
-
-    ``matrix`` is (n_fluorochromes, n_detectors): observed detectors = true @ matrix.
-    Unmixing is ordinary least squares, true = observed @ pinv(matrix), which is
-    inv(matrix) when it is square. With ``inverted_already`` the file gave the
-    unmixing matrix itself, (n_detectors, n_fluorochromes), used as is.
-    """
-
-    id: str
-    fluorochromes: tuple[str, ...]
-    detectors: tuple[str, ...]
-    matrix: np.ndarray
-    inverted_already: bool = False
-
-    def __post_init__(self) -> None:
-        m = np.asarray(self.matrix, dtype=np.float64)
-        f, d = len(self.fluorochromes), len(self.detectors)
-        want = (d, f) if self.inverted_already else (f, d)
-        if m.shape != want:
-            raise GatingError(
-                f"spectrum matrix {self.id!r}: expected {want[0]}x{want[1]} coefficients "
-                f"for {f} fluorochromes and {d} detectors, got {m.shape}"
-            )
-        if not np.all(np.isfinite(m)):
-            raise GatingError(f"spectrum matrix {self.id!r} has non-finite coefficients")
-        if f > d:
-            raise GatingError(f"spectrum matrix {self.id!r}: more fluorochromes ({f}) than detectors ({d})")
-        m.setflags(write=False)
-        object.__setattr__(self, "matrix", m)
-
-    @property
-    def unmixing(self) -> np.ndarray:
-        """(n_detectors, n_fluorochromes) matrix U with true = observed @ U."""
-        if self.inverted_already:
-            return self.matrix
-        if self.matrix.shape[0] == self.matrix.shape[1]:
-            try:
-                return np.linalg.inv(self.matrix)
-            except np.linalg.LinAlgError:
-                raise GatingError(f"spectrum matrix {self.id!r} is singular") from None
-        return np.linalg.pinv(self.matrix)
-
-    def unmix(self, detector_values: np.ndarray) -> np.ndarray:
-        """(n_events, n_detectors) observed values -> (n_events, n_fluorochromes), float64."""
-        return np.asarray(detector_values, dtype=np.float64) @ self.unmixing
+__all__ = ["SampleSource"]
 
 
 class SampleSource:
@@ -152,7 +100,7 @@ class SampleSource:
             raise GatingError(str(exc)) from None
 
     def _matrix_for(self, comp_id: str):
-        if comp_id == "FCS":
+        if comp_id == FCS_COMPENSATION:
             return self.sample.spillover
         try:
             return self.compensations[comp_id]
@@ -191,7 +139,7 @@ class SampleSource:
 
     def _channel(self, channel: str, compensation: str | None) -> tuple[np.ndarray, bool]:
         """(values, is_compensated_column): False means the stored channel (see ``_raw``)."""
-        if compensation in UNCOMPENSATED_IDS:
+        if is_uncompensated(compensation):
             return self._raw(channel), False
         block, index = self._compensate(compensation)
         i = index.get(channel)
@@ -249,25 +197,3 @@ class SampleSource:
     def dimensions_table(self, dimensions: Sequence[Dimension]) -> np.ndarray:
         """(n_events, len(dimensions)) float64 array of several dimensions (for plotting)."""
         return np.column_stack([self.values(d) for d in dimensions])
-
-
-@dataclass
-class GatingStrategy:
-    """Gates (as a tree) plus everything needed to compute their dimensions.
-
-    transforms : id -> transform (``apply(x)``), e.g. :class:`GmlTransform`.
-    compensations : id -> SpilloverMatrix or SpectrumMatrix ("FCS"/"uncompensated" are implicit).
-    derived : id -> RatioDimension (Gating-ML fratio).
-    """
-
-    tree: GatingTree = field(default_factory=GatingTree)
-    transforms: dict[str, Any] = field(default_factory=dict)
-    compensations: dict[str, Any] = field(default_factory=dict)
-    derived: dict[str, RatioDimension] = field(default_factory=dict)
-    source_path: str | None = None
-
-    def source(self, sample: Sample) -> "SampleSource":
-        return SampleSource(sample, self.compensations, self.transforms, self.derived)
-
-    def apply(self, sample: Sample) -> GatingResult:
-        return self.tree.apply(self.source(sample))

@@ -80,3 +80,9 @@ class ProtocolError(FileProblem):
 
 class SimulationError(CD7FlowError):
     """The demo-study simulator was given impossible settings."""
+
+
+class NotEvaluable(CD7FlowError):
+    """A sample cannot give a trustworthy answer (required marker or gate missing, too few events,
+    compensation the protocol requires cannot be applied). Assays turn it into
+    ``verdict = "not_evaluable"`` with the message as the reason."""

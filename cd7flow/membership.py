@@ -7,6 +7,7 @@ half-written table. Rows are formatted with numpy in blocks (no per-event Python
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +18,7 @@ from .errors import CD7FlowError
 __all__ = ["write_membership_csv", "membership_columns"]
 
 _BLOCK_ROWS = 1 << 16  # rows formatted per write: bounds the temporary text to a few MB
+_BLOCK_BYTES = 64 << 20  # ... and to 64 MB however many columns there are
 
 
 def _csv_field(name: str) -> str:
@@ -39,28 +41,27 @@ def write_membership_csv(path: str | os.PathLike, columns: Mapping[str, np.ndarr
         raise CD7FlowError(f"{path}: no gate columns to write")
     names = [str(k) for k in columns]
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, k in Counter(names).items() if k > 1)
         raise CD7FlowError(f"{path}: duplicate membership column names: {', '.join(dup)}")
     masks = [np.asarray(m) for m in columns.values()]
     lengths = {m.shape for m in masks}
     if len(lengths) != 1 or len(masks[0].shape) != 1:
         raise CD7FlowError(f"{path}: membership columns must be 1-D and of equal length, got shapes {sorted(lengths)}")
     n = masks[0].shape[0]
-    # one byte per cell: '0'/'1' followed by ',' or '\n'
-    table = np.empty((n, len(masks)), dtype=np.uint8)
-    for j, m in enumerate(masks):
-        table[:, j] = m.astype(bool, copy=False)
-    table += ord("0")
-    sep = np.full((1, len(masks)), ord(","), dtype=np.uint8)
-    sep[0, -1] = ord("\n")
+    # one byte per cell: '0'/'1' followed by ',' or '\n'; rows per block bound the text in memory
+    rows = max(1, min(_BLOCK_ROWS, _BLOCK_BYTES // (2 * len(masks))))
+    sep = np.full(len(masks), ord(","), dtype=np.uint8)
+    sep[-1] = ord("\n")
     header = (",".join(_csv_field(nm) for nm in names) + "\n").encode("utf-8")
 
     with atomic_output(path, "wb") as fh:
         fh.write(header)
-        for start in range(0, n, _BLOCK_ROWS):
-            block = table[start:start + _BLOCK_ROWS]
-            out = np.empty((block.shape[0], block.shape[1] * 2), dtype=np.uint8)
-            out[:, 0::2] = block
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            out = np.empty((stop - start, len(masks) * 2), dtype=np.uint8)
+            for j, m in enumerate(masks):
+                out[:, 2 * j] = m[start:stop].astype(bool, copy=False)
+            out[:, 0::2] += ord("0")
             out[:, 1::2] = sep
             fh.write(out.tobytes())
 
@@ -73,9 +74,5 @@ def membership_columns(result) -> dict[str, np.ndarray]:
     parents) is written as its path ("/A/B") instead, so every column is unique.
     """
     pops = list(result.tree.populations())
-    names = [p.name for p in pops]
-    out: dict[str, np.ndarray] = {}
-    for pop, name in zip(pops, names):
-        key = name if names.count(name) == 1 else pop.path_str
-        out[key] = result.mask(pop.path)
-    return out
+    uses = Counter(p.name for p in pops)
+    return {(pop.name if uses[pop.name] == 1 else pop.path_str): result.population_mask(pop) for pop in pops}

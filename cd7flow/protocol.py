@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import operator
 import os
 import re
@@ -24,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gating.auto import METHODS
+from gating.tree import ROOT
+
 from .errors import ProtocolError
 from .sample import Sample
 
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
 ASSAYS = ("screening", "autogate", "car")
-GATE_METHODS = ("time_clean", "cells", "singlets", "viability", "cd45_ssc", "positive", "lineage", "beads")
 SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
             "intensity", "verdict", "qc", "car"}
@@ -203,6 +206,8 @@ class _Checker:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(full, "is missing" if value is None else f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise self.fail(full, f"must be a finite number, got {value!r}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise self.fail(full, f"{value} is outside {lo}..{hi}")
         return float(value)
@@ -271,7 +276,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
 
     dims_known = set(markers) | set(SCATTER_KEYS)
     gates: list[GateSpec] = []
-    populations = {"root"}
+    populations = {ROOT}
     raw_gates = data.get("gates")
     if not isinstance(raw_gates, list) or not raw_gates:
         raise c.fail("gates", "must be a non-empty array of tables ([[gates]])")
@@ -283,8 +288,8 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         gid = c.string(g, "id", f"{where}.id")
         where = f"gates.{gid}"
         method = c.string(g, "method", f"{where}.method")
-        if method not in GATE_METHODS:
-            raise c.fail(f"{where}.method", f"unknown method {method!r} (known: {', '.join(GATE_METHODS)})")
+        if method not in METHODS:
+            raise c.fail(f"{where}.method", f"unknown method {method!r} (known: {', '.join(METHODS)})")
         parent = c.string(g, "parent", f"{where}.parent")
         if parent not in populations:
             raise c.fail(f"{where}.parent", f"{parent!r} is not a gate defined above it ({', '.join(sorted(populations))})")
@@ -295,7 +300,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         params = g.get("params", {})
         if not isinstance(params, dict):
             raise c.fail(f"{where}.params", "must be a table")
-        allowed_params = _gate_params(method)
+        allowed_params = METHODS[method].params()
         for key in params:
             if key not in allowed_params:
                 raise c.fail(f"{where}.params.{key}",
@@ -319,24 +324,23 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         if not isinstance(optional, bool):
             raise c.fail(f"{where}.optional", f"must be true or false, got {optional!r}")
         pops: tuple[str, ...] = ()
-        if method == "cd45_ssc":
-            pops = c.strings(g, "populations", f"{where}.populations", default=["blasts"])
-            from gating.auto import POPULATIONS
-
-            bad = [p for p in pops if p not in POPULATIONS]
+        known_pops = METHODS[method].populations
+        if known_pops:
+            pops = c.strings(g, "populations", f"{where}.populations", default=[known_pops[0]])
+            bad = [p for p in pops if p not in known_pops]
             if bad:
-                raise c.fail(f"{where}.populations", f"unknown population {bad[0]!r} (known: {', '.join(POPULATIONS)})")
+                raise c.fail(f"{where}.populations", f"unknown population {bad[0]!r} (known: {', '.join(known_pops)})")
             populations.update(pops)
         if gid in populations:
             raise c.fail(f"{where}.id", f"{gid!r} is defined twice")
         populations.add(gid)
-        if method in ("lineage", "positive") and "reference" in params and params["reference"] not in populations:
-            raise c.fail(f"{where}.params.reference", f"{params['reference']!r} is not a population defined above")
-        if method == "lineage" and "against" in params and params["against"] not in populations:
-            raise c.fail(f"{where}.params.against", f"{params['against']!r} is not a population defined above")
+        for key in ("reference", "against"):
+            if key in params and params[key] not in populations:
+                raise c.fail(f"{where}.params.{key}", f"{params[key]!r} is not a population defined above")
         for other in params.get("reference_exclude", []):
             if other not in populations:
                 raise c.fail(f"{where}.params.reference_exclude", f"{other!r} is not a population defined above")
+        _check_estimator(c, where, method, dims, params)
         gates.append(GateSpec(gid, method, parent, dims, dict(params), optional, pops))
 
     settings: dict[str, dict[str, Any]] = {}
@@ -353,22 +357,25 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
     return Protocol(name, version, assay, str(path), sha256, data, markers, scatter, gates, rule, settings)
 
 
-def _gate_params(method: str) -> set[str]:
-    """Parameter names a gate method accepts: its estimator's constructor, plus assay-level ones."""
-    import inspect
+def _check_estimator(c: _Checker, where: str, method: str, dims: tuple[str, ...], params: dict[str, Any]) -> None:
+    """Build the gate's estimator and validate its parameters now, so a value that would only
+    fail when a file is gated (n_components = -4, percentile = -1 or nan) fails at load time."""
+    from gating.auto import ParameterError
+    from gating.dimensions import Dimension
 
-    from gating import auto
-
-    estimator = {"time_clean": auto.TimeCleanGate, "cells": auto.CellsGate, "singlets": auto.SingletGate,
-                 "viability": auto.ViabilityGate, "cd45_ssc": auto.CD45SSCPopulations,
-                 "lineage": auto.LineageGate, "beads": auto.BeadGate}.get(method)
-    fixed = {"self", "dimension", "dimensions", "gate_id", "population", "require_population"}
-    names = set() if estimator is None else set(inspect.signature(estimator.__init__).parameters) - fixed
-    if method == "lineage":
-        names |= {"reference", "reference_exclude", "against"}
-    if method == "positive":
-        names = {"reference", "mode", "n_sd", "min_reference_events"}
-    return names
+    m = METHODS[method]
+    n_dims = m.estimator.n_dims
+    if n_dims is not None and len(dims) != n_dims:
+        raise c.fail(f"{where}.dimensions", f"method {method} takes {n_dims} dimension(s), got {len(dims)}")
+    for key, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise c.fail(f"{where}.params.{key}", f"must be a finite number, got {value!r}")
+    try:
+        m.build([Dimension(d) for d in dims], dims, where, params).check_params()
+    except ParameterError as exc:
+        raise c.fail(f"{where}.params.{exc.param}", str(exc)) from None
+    except TypeError as exc:  # a value of the wrong kind where the estimator needs a number or list
+        raise c.fail(f"{where}.params", str(exc)) from None
 
 
 def _check_transform(c: _Checker, where: str, kind: str, params: dict[str, Any]) -> None:

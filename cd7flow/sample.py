@@ -1,8 +1,12 @@
 """The in-memory model of one FCS data set: events plus what TEXT said about them."""
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,9 +52,41 @@ class ChannelNotFound(CD7FlowError, KeyError):
         return str(self.args[0])
 
 
-@dataclass
+@dataclass(frozen=True)
+class ChannelInfo:
+    """What the FCS file says about one column of the events.
+
+    index : column in ``Sample.events``.
+    name : $PnN (made unique when the file repeats a name); ``file_name`` is the name as written.
+    marker : $PnS ('' when absent).
+    range : $PnR (channel units).
+    details : the other per-channel keywords the reader decoded (``datatype``, ``bits``,
+        ``amplification`` ($PnE), ``gain`` ($PnG), ``detector_voltage_v`` ...; see
+        :func:`cd7flow.io.fcs_channels.channel_info`), read-only; empty for a Sample built in memory.
+    is_time : the acquisition-time channel.
+    """
+
+    index: int
+    name: str
+    marker: str
+    range: float
+    file_name: str
+    details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    is_time: bool = False
+
+    @property
+    def label(self) -> str:
+        """'PnN (PnS)' when the channel has a marker, else just PnN."""
+        return f"{self.name} ({self.marker})" if self.marker and self.marker != self.name else self.name
+
+
+@dataclass(eq=False)
 class Sample:
     """One data set of an FCS file.
+
+    ``==`` is identity (two reads of one file are two samples); :meth:`equals` compares
+    content. Nothing here changes the arrays it is given: ``ranges`` is kept as a
+    read-only copy and :meth:`subset` makes new arrays.
 
     Attributes
     ----------
@@ -61,9 +97,14 @@ class Sample:
     channels : $PnN of each column, in file order (duplicates made unique with a suffix).
     markers : $PnS of each column, '' where absent.
     metadata : every TEXT keyword, case-insensitive lookup.
-    ranges : $PnR of each column (float).
+    ranges : $PnR of each column (float, read-only).
     spillover : the matrix the file carries, or None.
-    path, sha256 : where the events came from and the file's sha256 (hex).
+    path, sha256 : where the events came from and the sha256 (hex) of the file's bytes,
+        computed by the reader from the bytes it decoded (never by reading the file again);
+        None for a sample made in memory unless :meth:`compute_sha256` was given the bytes.
+
+    :attr:`channel_info` gives the per-channel facts as one :class:`ChannelInfo` record
+    per column; ``channels``, ``markers`` and ``ranges`` are the same facts as tuples/arrays.
     """
 
     events: np.ndarray
@@ -77,15 +118,71 @@ class Sample:
     dataset: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.markers = tuple(self.markers)
+        ranges = np.array(self.ranges, dtype=np.float64)  # a copy: the caller's array stays as it was
+        ranges.setflags(write=False)
+        self.ranges = ranges
+
     @property
     def n_events(self) -> int:
         return int(self.events.shape[0])
 
     @property
     def name(self) -> str:
-        import os
-
         return os.path.basename(self.path) if self.path else "<memory>"
+
+    @property
+    def channel_info(self) -> tuple[ChannelInfo, ...]:
+        """One :class:`ChannelInfo` per column, in column order."""
+        details = self.extra.get("channel_info") or ()
+        file_names = self.extra.get("original_channels") or self.channels
+        time = self.extra.get("time_channel")
+        return tuple(
+            ChannelInfo(
+                index=i, name=name, marker=self.markers[i] if i < len(self.markers) else "",
+                range=float(self.ranges[i]) if i < len(self.ranges) else float("nan"),
+                file_name=file_names[i] if i < len(file_names) else name,
+                details=MappingProxyType(dict(details[i])) if i < len(details) else MappingProxyType({}),
+                is_time=time == i,
+            )
+            for i, name in enumerate(self.channels)
+        )
+
+    def equals(self, other: object) -> bool:
+        """Same content: events (NaN equal to NaN), channels, markers, ranges, TEXT keywords and matrix."""
+        if not isinstance(other, Sample):
+            return False
+        return (
+            self.channels == other.channels
+            and self.markers == other.markers
+            and self.events.shape == other.events.shape
+            and np.array_equal(self.events, other.events, equal_nan=True)
+            and np.array_equal(self.ranges, other.ranges, equal_nan=True)
+            and dict(self.metadata.items()) == dict(other.metadata.items())
+            and self.spillover == other.spillover
+        )
+
+    def compute_sha256(self, data: bytes | memoryview | None = None) -> str:
+        """Set and return ``sha256`` from ``data`` (the file's bytes) or, given none, by reading ``path`` once.
+
+        Explicit on purpose: nothing else re-reads the file behind the caller's back.
+        """
+        if data is None:
+            if not self.path:
+                raise CD7FlowError(f"{self.name}: no file to hash (the sample was made in memory)")
+            h = hashlib.sha256()
+            try:
+                with open(self.path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as exc:
+                raise CD7FlowError(f"{self.path}: cannot read to compute sha256: {exc.strerror or exc}") from None
+            self.sha256 = h.hexdigest()
+        else:
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        return self.sha256
 
     def channel(self, name: str) -> int:
         """Column index of a channel given by $PnN or $PnS, case-insensitively.
@@ -116,16 +213,20 @@ class Sample:
 
     def subset(self, mask: np.ndarray) -> "Sample":
         """A new Sample holding only the events where ``mask`` is true (for export)."""
-        mask = np.asarray(mask)
-        return Sample(
-            events=self.events[mask],
-            channels=self.channels,
-            markers=self.markers,
-            metadata=self.metadata,
-            ranges=self.ranges,
-            spillover=self.spillover,
-            path=self.path,
-            sha256=self.sha256,
-            dataset=self.dataset,
-            extra=dict(self.extra),
-        )
+        return self.with_events(self.events[np.asarray(mask)])
+
+    def with_events(self, events: np.ndarray) -> "Sample":
+        """A new Sample sharing everything but the events (and a copy of ``extra``).
+
+        A shallow copy, so no constructor runs again: ``sha256`` is carried as it is.
+        """
+        new = copy.copy(self)
+        new.events = events
+        new.extra = dict(self.extra)
+        return new
+
+    def to_anndata(self):
+        """This sample as an ``anndata.AnnData`` (events x channels); see :func:`cd7flow.interchange.to_anndata`."""
+        from .interchange import to_anndata
+
+        return to_anndata(self)

@@ -25,16 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from gating.dimensions import Dimension
+from gating.dimensions import FCS_COMPENSATION, Dimension, is_uncompensated
 from gating.errors import GatingError as _AnyGatingError
 from gating.gates import BooleanGate, EllipsoidGate, Gate, PolygonGate, QuadrantGate, RectangleGate
 from gating.stats import channel_statistics, population_table
-from gating.tree import GatingResult, GatingTree
+from gating.tree import ROOT_PATH, GatingResult, GatingTree
 
-from .datasource import GatingStrategy
 from .errors import CD7FlowError, FileProblem, GatingError
+from .io import open_gating
+from .io.fcs_read import read_fcs
 from .outputs import write_csv
 from .sample import Sample
+from .strategy import GatingStrategy
 
 MAX_DISPLAY_DOTS = 100_000
 """Most events a dot plot draws; gates, counts and statistics always use all events."""
@@ -51,7 +53,7 @@ ASINH_M = 4.5
 ASINH_A = 0.0
 
 PopulationPath = tuple[str, ...]
-ROOT: PopulationPath = ()
+ROOT: PopulationPath = ROOT_PATH
 
 
 class Signal:
@@ -112,14 +114,6 @@ def path_str(path: PopulationPath) -> str:
 
 
 # ---------------------------------------------------------------- hooks into cd7flow
-def _read_fcs(path: Path) -> Sample:
-    try:
-        from .io.fcs_read import read_fcs
-    except ImportError as exc:  # the reader module is still being built
-        raise FileProblem(path, f"cannot open FCS files yet: cd7flow.io.fcs_read is unavailable ({exc})") from None
-    return read_fcs(path)
-
-
 def make_display_transform(kind: str, top: float, transform_id: str | None = None):
     """A Gating-ML display transform (``apply``/``inverse``) for one channel; ``top`` is T (channel units)."""
     from .transforms import AsinhTransform, LogicleTransform
@@ -176,7 +170,7 @@ class ViewerModel:
         for p in paths:
             path = Path(p)
             try:
-                sample = _read_fcs(path)
+                sample = read_fcs(path)
             except CD7FlowError as exc:
                 errors.append(exc)
                 continue
@@ -256,7 +250,7 @@ class ViewerModel:
         """The gate dimension the plot's 'x' or 'y' axis shows (channel, compensation, transform)."""
         s = self._need_sample()
         channel, kind = (self.x_channel, self.x_transform) if axis == "x" else (self.y_channel, self.y_transform)
-        comp = "FCS" if self.compensated and channel in _spill_channels(s) else None
+        comp = FCS_COMPENSATION if self.compensated and channel in _spill_channels(s) else None
         return Dimension(channel, comp, self._transform_id(kind, s, channel))
 
     def _transform_id(self, kind: str, sample: Sample, channel: str) -> str | None:
@@ -557,7 +551,7 @@ class ViewerModel:
         except (CD7FlowError, LookupError, ValueError):
             if dim.channel in self._derived:
                 return None, f"on the ratio {dim.channel}, which the plot cannot show"
-            if dim.compensation not in (None, "", "uncompensated", "FCS"):
+            if not is_uncompensated(dim.compensation) and dim.compensation != FCS_COMPENSATION:
                 return None, f"on {dim.channel} of compensation {dim.compensation}, which the plot cannot show"
             return None, f"on {dim.channel}, which this sample does not have"
         why = f"on {s.channels[col]}, not plotted"
@@ -575,12 +569,12 @@ class ViewerModel:
         return None, why
 
     def _effective_comp(self, comp: str | None, col: int) -> str | None:
-        if comp in (None, "", "uncompensated"):
+        if is_uncompensated(comp):
             return None
-        if comp == "FCS":
+        if comp == FCS_COMPENSATION:
             s = self._need_sample()
             covered = {s.channel(c) for c in _spill_channels(s)}
-            return "FCS" if col in covered else None
+            return FCS_COMPENSATION if col in covered else None
         return comp
 
     def _same_transform(self, a: str | None, b: str | None) -> bool:
@@ -612,7 +606,7 @@ class ViewerModel:
         """Every channel in channel units (no transform), compensated when compensation is on."""
         s = self._need_sample()
         comp = _spill_channels(s) if self.compensated else set()
-        return [Dimension(ch, "FCS" if ch in comp else None, None) for ch in s.channels]
+        return [Dimension(ch, FCS_COMPENSATION if ch in comp else None, None) for ch in s.channels]
 
     def statistics(self, path: PopulationPath | None = None) -> list[dict[str, object]]:
         """One row per channel for a population: count, % of parent, % of total (percent) and
@@ -649,11 +643,16 @@ class ViewerModel:
         return write_fcs(out_path, s, mask=mask,
                          metadata={"CD7FLOW_SUBSET": f"{path_str(path)}: {int(mask.sum())} of {s.n_events} events"})
 
-    def load_gatingml(self, path: str | os.PathLike) -> int:
-        """Replace the gates with those of a Gating-ML 2.0 file; returns the number of gates."""
-        from .io.gatingml import read_gatingml
+    def load_gating(self, path: str | os.PathLike, sample: str | None = None) -> int:
+        """Replace the gates with those of a gating file; returns the number of gates.
 
-        strategy = read_gatingml(path)
+        The file may be Gating-ML 2.0, a FlowJo 10 or 7-9 workspace or a FACSDiva export
+        (:func:`cd7flow.io.open_gating`). For a workspace, ``sample`` names the sample
+        whose gates to use; by default the one whose FCS file name is the current
+        sample's (or the workspace's only sample).
+        """
+        current = self.sample.path if self.sample is not None and self.sample.path else None
+        strategy = open_gating(path, sample=sample, fcs=current if sample is None else None)
         gates: list[tuple[Gate, PopulationPath]] = []
         for pop in strategy.tree.populations():
             if pop.quadrant_id is not None and any(g is pop.gate for g, _ in gates):
@@ -670,6 +669,8 @@ class ViewerModel:
         self._changed()
         self.events.selection.emit()
         return len(gates)
+
+    load_gatingml = load_gating  # the Gating-ML menu's name for it
 
     def save_gatingml(self, path: str | os.PathLike) -> Path:
         """Write the gates (and the transforms they use) as Gating-ML 2.0, atomically."""
@@ -738,7 +739,7 @@ def _quadrant_overlay(gate: QuadrantGate, parent: PopulationPath, axis_of: dict[
 
 
 def _comp_words(comp: str | None) -> str:
-    return "uncompensated" if comp in (None, "", "uncompensated") else f"compensated ({comp})"
+    return "uncompensated" if is_uncompensated(comp) else f"compensated ({comp})"
 
 
 def _spill_channels(sample: Sample) -> set[str]:

@@ -16,12 +16,19 @@ import numpy as np
 
 from .errors import GatingError
 
-
-
 UNCOMPENSATED = None
-"""Compensation reference meaning 'use the stored values as they are'."""
+"""Compensation reference meaning 'use the stored values as they are' (what gates carry)."""
+UNCOMPENSATED_NAME = "uncompensated"
+"""Gating-ML's spelling of :data:`UNCOMPENSATED` (``compensation-ref="uncompensated"``)."""
 FCS_COMPENSATION = "FCS"
 """Compensation reference meaning 'the matrix the FCS file carries' (Gating-ML)."""
+UNCOMPENSATED_IDS = (UNCOMPENSATED, "", UNCOMPENSATED_NAME)
+"""Every compensation reference that means 'as stored'."""
+
+
+def is_uncompensated(compensation: str | None) -> bool:
+    """True when a dimension's compensation reference means 'the stored values'."""
+    return compensation in UNCOMPENSATED_IDS
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ class ArraySource:
         cached = self._cache.get(dimension)
         if cached is not None:
             return cached
-        if dimension.compensation not in (None, "uncompensated"):
+        if not is_uncompensated(dimension.compensation):
             raise GatingError(
                 f"dimension {dimension} asks for compensation {dimension.compensation!r}, "
                 "but an ArraySource holds no compensation matrix"

@@ -42,6 +42,8 @@ __all__ = [
     "QuadrantGate",
     "GateReference",
     "BooleanGate",
+    "OutsideGate",
+    "AllEventsGate",
     "points_in_polygon",
 ]
 
@@ -416,3 +418,30 @@ class BooleanGate(Gate):
         if resolve is None:
             raise GatingError(f"boolean gate {self.id!r} can only be evaluated inside a GatingTree")
         return self.combine([resolve(o.ref) for o in self.operands])
+
+
+class OutsideGate(Gate):
+    """The events *outside* another gate's geometry (FlowJo ``eventsInside="0"``, FlowJo 9 ``negated``)."""
+
+    def __init__(self, inner: Gate):
+        self.inner = inner
+        self.id = inner.id
+        self.dimensions = inner.dimensions
+
+    def contains(self, source: DataSource) -> np.ndarray:
+        return ~np.asarray(self.inner.contains(source), dtype=bool)
+
+
+class AllEventsGate(Gate):
+    """Every event: a workspace rectangle whose every bound lies beyond its axes' ends.
+
+    It keeps the dimensions it was drawn on (so a viewer can still plot it), but
+    looks at no values.
+    """
+
+    def __init__(self, id: str, dimensions: Sequence[Dimension | str]):
+        self.id = str(id)
+        self.dimensions = _as_dimensions(dimensions, self.id)
+
+    def contains(self, source: DataSource) -> np.ndarray:
+        return np.ones(source.n_events, dtype=bool)

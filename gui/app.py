@@ -20,13 +20,21 @@ def create_window(paths: Sequence[str] = ()):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: start Qt, show the window, run the event loop; returns the exit code."""
-    import pyqtgraph as pg
-    from PySide6 import QtWidgets
-
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
         return 0
+    try:  # PySide6 first: without it pyqtgraph fails with a message that names no package
+        from PySide6 import QtWidgets
+        import pyqtgraph as pg
+    except ImportError as exc:  # the Qt stack is the optional "gui" extra
+        package = (exc.name or "").split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and package in ("PySide6", "shiboken6", "pyqtgraph"):
+            problem = f"{package} is not installed; the viewer needs the gui extra: pip install 'cd7flow[gui]'"
+        else:  # installed, but e.g. a system library Qt needs is missing
+            problem = f"cannot load Qt: {exc}"
+        print(f"cd7flow-gui: {problem}", file=sys.stderr)
+        return 2
     pg.setConfigOptions(antialias=False, imageAxisOrder="col-major")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], *[a for a in args if a.startswith("-")]])
     app.setApplicationName("cd7flow")

@@ -8,7 +8,7 @@ random file names. Truth is the realised per-event label of every event.
 
 ``make_study(folder, seed, n_patients, events)`` writes the FCS files and manifest.csv and
 returns the truth: {file: {"patient", "day", "car", "cd3", "cd7pos", "cd7neg", "beads",
-"car_per_ul", "cd3_per_ul", "cd3_cd7pos_per_ul", "cd3_cd7neg_per_ul"}} (cd7neg includes CAR).
+"car_per_ul", "cd3_per_ul", "cd3_cd7pos_per_ul", "cd3_cd7neg_per_ul", "nk_per_ul"}} (cd7neg includes CAR).
 """
 from __future__ import annotations
 
@@ -122,12 +122,13 @@ def make_study(folder, seed: int = 11, n_patients: int = 2, events: int = 5000, 
                 spillover=SpilloverMatrix(tuple(dets), S, source="gen_car_study"))
             fname = f"{uuid.UUID(int=int(rng.integers(0, 2 ** 63))).hex[-12:]}.fcs"
             write_fcs(folder / fname, sample)
-            n = {p: int(np.count_nonzero(labels == p)) for p in ("car", "T", "T7neg", "bead")}
+            n = {p: int(np.count_nonzero(labels == p)) for p in ("car", "T", "T7neg", "bead", "NK")}
             per = beads_per_test / volume / n["bead"]
             cd3 = n["car"] + n["T"] + n["T7neg"]
             truth[fname] = {"patient": pid, "day": day, "car": n["car"], "cd3": cd3, "beads": n["bead"],
                             "car_per_ul": n["car"] * per, "cd3_per_ul": cd3 * per,
-                            "cd3_cd7pos_per_ul": n["T"] * per, "cd3_cd7neg_per_ul": (n["T7neg"] + n["car"]) * per}
+                            "cd3_cd7pos_per_ul": n["T"] * per, "cd3_cd7neg_per_ul": (n["T7neg"] + n["car"]) * per,
+                            "nk_per_ul": n["NK"] * per}
             date = infusion + dt.timedelta(days=day)
             rows.append({"File": fname, "Patient": pid, "Tube": "CAR", "Collection_Date": date.isoformat(),
                          "Infusion_Date": infusion.isoformat(), "Beads_Per_Test": beads_per_test,

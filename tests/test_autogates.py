@@ -225,7 +225,7 @@ def test_predict_before_fit_and_bad_shapes_are_gating_errors():
     with pytest.raises(GatingError, match="events x 2"):
         SingletGate().fit(np.zeros((30, 3)))
     with pytest.raises(GatingError, match="needs 2 dimension"):
-        CellsGate(("FSC-A",))
+        CellsGate(("FSC-A",)).fit(np.zeros((100, 2)))  # scikit-learn contract: checked by fit
 
 
 def test_dimensions_with_transforms_are_kept_on_the_gate():
@@ -361,3 +361,49 @@ def test_time_clean_drops_the_simulated_clog_burst(seed):
     m = TimeCleanGate("Time").fit(t).predict(t)
     assert m[labels.in_clog_burst].mean() < 0.05
     assert m[~labels.in_clog_burst].mean() > 0.95
+
+
+def test_marker_positive_uses_a_robust_reference_or_the_density_valley():
+    from gating.auto import MarkerPositive
+
+    rng = np.random.default_rng(8)
+    ref = rng.normal([0.2, 0.3], [0.04, 0.05], (3000, 2))
+    X = np.r_[rng.normal([0.2, 0.3], [0.04, 0.05], (700, 2)), rng.normal([0.7, 0.3], [0.05, 0.05], (300, 2))]
+    est = MarkerPositive(["CD3", "CD56"], mode="any", n_sd=4.0).fit(X, reference=ref)
+    lo, med, hi = np.percentile(ref, [15.865525393145708, 50.0, 84.13447460685429], axis=0)
+    assert est.thresholds_ == pytest.approx(med + 4.0 * (hi - lo) / 2)
+    assert est.methods_ == ["reference", "reference"]
+    assert isinstance(est.gate_, BooleanGate) and [g.id for g in est.gates_] == ["positive_CD3", "positive_CD56"]
+    m = est.predict(X)
+    assert m[700:].mean() > 0.99 and m[:700].mean() < 0.01
+    # Too small a reference: the valley between the two CD3 peaks; CD56 has one peak, no valley.
+    with pytest.raises(GatingError, match="no CD56-positive population"):
+        MarkerPositive(["CD3", "CD56"], min_reference_events=5000).fit(X, reference=ref)
+    one = MarkerPositive(["CD3"], gate_id="t_cells").fit(X[:, :1])
+    assert one.methods_ == ["valley"] and 0.3 < one.thresholds_[0] < 0.6
+    assert isinstance(one.gate_, RectangleGate) and one.gate_.id == "t_cells"
+
+
+def test_lineage_gate_keeps_secondary_only_events_inside_the_primary_ellipsoid():
+    # Columns CD34 (primary), CD33 (secondary), then the shape dimensions CD45 and SSC.
+    # 900 CD34+ blasts, 100 CD33+CD34- blasts at the blasts' CD45/SSC, 200 CD33-bright
+    # CD34- monocytes brighter on CD45 and higher on SSC: only the monocytes go.
+    rng = np.random.default_rng(9)
+    blasts = np.c_[rng.normal(0.6, 0.05, 900), rng.normal(0.5, 0.05, 900), rng.normal(0.45, 0.03, 900),
+                   rng.normal(0.3, 0.03, 900)]
+    cd34neg = np.c_[rng.normal(0.2, 0.04, 100), rng.normal(0.5, 0.05, 100), rng.normal(0.45, 0.03, 100),
+                    rng.normal(0.3, 0.03, 100)]
+    mono = np.c_[rng.normal(0.2, 0.04, 200), rng.normal(0.55, 0.05, 200), rng.normal(0.7, 0.03, 200),
+                 rng.normal(0.55, 0.03, 200)]
+    X = np.r_[blasts, cd34neg, mono]
+    ref = rng.normal(0.2, 0.04, (2000, 4))
+    est = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0], shape_dimensions=["CD45", "SSC"])
+    est.fit(X, reference=ref)
+    assert est.primary_ == [0] and est.secondary_ == [1]
+    assert est.shape_gate_.dimensions == (Dimension("CD45"), Dimension("SSC"), Dimension("CD33"))
+    assert est.shape_mean_ == pytest.approx(X[X[:, 0] >= est.thresholds_[0]][:, [2, 3, 1]].mean(axis=0))
+    m = est.predict(X)
+    assert m[:900].mean() > 0.99 and m[900:1000].mean() > 0.9
+    assert m[1000:].mean() < 0.05  # ~1% of monocytes pass the CD34 reference cut by chance
+    plain = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0]).fit(X[:, :2], reference=ref)
+    assert plain.shape_gate_ is None and plain.predict(X[:, :2])[1000:].mean() > 0.95  # no shape: any marker

@@ -10,7 +10,8 @@ import pytest
 
 from cd7flow.errors import CD7FlowError, WorkspaceError
 from cd7flow.io.fcs_read import read_fcs
-from cd7flow.io.flowjo import OutsideGate, read_flowjo_workspace
+from cd7flow.io.flowjo import read_flowjo_workspace
+from gating.gates import OutsideGate
 from gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
 
 SIMPLE = [

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from cd7flow.errors import WorkspaceError
 from cd7flow.io.fcs_read import read_fcs
-from cd7flow.io.flowjo import OutsideGate, read_flowjo_workspace
+from cd7flow.io.flowjo import read_flowjo_workspace
+from gating.gates import OutsideGate
 from cd7flow.io.flowjo9 import CalibrationTableTransform
 from gating.gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
 
@@ -232,13 +233,14 @@ def test_cli_gate_detects_flowjo9_by_root_element(folder: Path, tmp_path: Path):
 
 
 def test_gates_file_kind_is_read_from_the_root_element(folder: Path, tmp_path: Path):
-    from cd7flow.cli_gate import _is_flowjo, _root_element
+    from cd7flow.io.gating_files import gating_format, root_element
 
-    assert _root_element(folder / "A2004Analysis.xml") == "Workspace"  # after <?xml?> and <!DOCTYPE>
-    assert _root_element(folder / "diva" / "PE_2.xml") == "bdfacs"
+    assert root_element(folder / "A2004Analysis.xml") == "Workspace"  # after <?xml?> and <!DOCTYPE>
+    assert root_element(folder / "diva" / "PE_2.xml") == "bdfacs"
+    assert gating_format(folder / "diva" / "PE_2.xml") == "diva"
     tricky = tmp_path / "g.xml"
     tricky.write_text('<?xml version="1.0"?><!-- exported from a <Workspace> -->\n'
                       '<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>',
                       encoding="utf-8")
-    assert _root_element(tricky) == "Gating-ML" and not _is_flowjo(tricky)
-    assert _is_flowjo(folder / "A2004Analysis.xml")
+    assert root_element(tricky) == "Gating-ML" and gating_format(tricky) == "gatingml"
+    assert gating_format(folder / "A2004Analysis.xml") == "flowjo"

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd7flow.datasource import GatingStrategy, SampleSource, SpectrumMatrix
+from cd7flow.compensation import SpectrumMatrix
+from cd7flow.datasource import SampleSource
+from cd7flow.strategy import GatingStrategy
 from cd7flow.errors import GatingMLError
 from cd7flow.io.fcs_read import read_fcs
 from cd7flow.io.gatingml import read_gatingml, write_gatingml

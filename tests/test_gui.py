@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pytestqt")
-QtWidgets = pytest.importorskip("PySide6.QtWidgets")
+QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test extra)")
 
 from cd7flow.errors import CD7FlowError  # noqa: E402
 from cd7flow.io.fcs_write import write_fcs  # noqa: E402

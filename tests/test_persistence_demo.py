@@ -1,6 +1,7 @@
 """CAR-T persistence on the demo study against the simulator's truth (sample_fcs/truth.json).
 
-Truth per uL is the simulator's realised per-event labels over its realised bead events.
+Truth per uL is the simulator's realised per-event labels over its realised bead events (NK: the
+NK label count, which truth.json gives as an event count only).
 CD3+CD7- here includes the CAR+ cells (CD7 knock-out), so its truth is
 t_cd7_negative_per_ul + car_t_per_ul.
 """
@@ -27,7 +28,8 @@ def demo():
 def _truth_per_ul(t: dict) -> dict[str, float]:
     c = t["car"]
     return {"car": c["car_t_per_ul"], "cd3": c["cd3_t_per_ul"], "cd3_cd7pos": c["t_cd7_positive_per_ul"],
-            "cd3_cd7neg": c["t_cd7_negative_per_ul"] + c["car_t_per_ul"]}
+            "cd3_cd7neg": c["t_cd7_negative_per_ul"] + c["car_t_per_ul"],
+            "nk": t["counts"]["NK"] / c["bead_events"] * c["beads_per_test"] / c["sample_volume_ul"]}
 
 
 def test_every_car_tube_per_ul_within_10pct_or_truth_inside_interval(demo):

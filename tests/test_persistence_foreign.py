@@ -44,7 +44,7 @@ def test_per_ul_values_against_realised_labels(study):
         t = truth[r["file"]]
         assert int(r["day"]) == t["day"] and r["patient"] == t["patient"]
         assert int(r["bead_events"]) == t["beads"]
-        for q in ("car", "cd3", "cd3_cd7pos", "cd3_cd7neg"):
+        for q in ("car", "cd3", "cd3_cd7pos", "cd3_cd7neg", "nk"):
             v, lo, hi = (float(r[f"{q}_per_ul{s}"]) for s in ("", "_low", "_high"))
             tv = t[f"{q}_per_ul"]
             assert (tv > 0 and abs(v - tv) / tv <= 0.10) or lo <= tv <= hi, (r["file"], q, v, lo, hi, tv)

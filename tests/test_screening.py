@@ -132,11 +132,11 @@ def test_rd_matches_the_value_computed_on_true_blasts(protocol):
     fmo, _, lab_f = simulate_tube(TubeSpec(**{**spec.__dict__, "unstained": ("CD7",)}), seed=12)
     for s, n in ((stained, "s.fcs"), (fmo, "f.fcs")):
         s.path = n
-    from cd7flow.assays.screening import _fmo_marker_channel
     from cd7flow.compensation import compensate
 
-    _fmo_marker_channel(fmo, protocol, stained, "CD7")
-    rec = screen_sample(stained, protocol, fmo)
+    markers_before = fmo.markers
+    rec = screen_sample(stained, protocol, fmo)  # the FMO's empty CD7 $PnS borrows the stained tube's channel
+    assert fmo.markers == markers_before  # inputs are never modified
     cd7 = lambda s: compensate(s).values("FITC-A")  # noqa: E731
     expected = separation_index(cd7(stained)[lab.mask("blast")], cd7(fmo)[lab_f.mask("blast")])
     assert rec["rd_fmo"] == pytest.approx(expected, rel=0.05)

@@ -136,10 +136,10 @@ def analyse_tube(sample: Sample, protocol: Protocol, *, car_threshold: float | N
     else:
         method = "day0"
     car_pos = car_lin > car_threshold
-    cd56 = _mask(g, "cd56_lymphocytes")
+    cd56 = _mask(g, "cd56_cells")
     nk = (cd56 & ~g.marker_positive["t_cells"]) if cd56 is not None else None
     blast_pop = "blasts_refined" if _mask(g, "blasts_refined") is not None else "blasts"
-    not_mature = ~car_pos & (~g.marker_positive["cd56_lymphocytes"] if cd56 is not None else True)
+    not_mature = ~car_pos & (~g.marker_positive["cd56_cells"] if cd56 is not None else True)
     blasts = g.masks[blast_pop] & not_mature
     cd7_pos = g.marker_positive["t_cd7_pos"]
     events = {

@@ -31,7 +31,7 @@ def patient_figure(patient: str, course: list[dict], kinetics: dict, lloq_per_ul
                 ax.plot([d for d, _ in ys], [v for _, v in ys], "s--", color=color, ms=4, label=label)
         below = [(c["day"], max(c["car_per_ul"], floor)) for c in pts if c.get("flags")]
         if below:
-            ax.plot([d for d, _ in below], [v for _, v in below], "o", mfc="white", mec="tab:red",
+            ax.plot([d for d, _ in below], [v for _, v in below], "o", mfc="white", mec="tab:red", zorder=4,
                     label="flagged (below LOD/LLOQ)")
     if lloq_per_ul:
         ax.axhline(lloq_per_ul, color="grey", ls=":", label=f"LLOQ (~{lloq_per_ul:.2g}/uL at median beads)")

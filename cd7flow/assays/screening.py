@@ -36,27 +36,36 @@ import numpy as np
 from gating.auto import PercentileThreshold
 
 from .. import __version__
-from ..errors import ProtocolError
+from ..errors import NotEvaluable, ProtocolError
 from ..protocol import Protocol, load_protocol, resolve_markers
 from ..sample import Sample
-from .protocol_gating import GatedSample, NotEvaluable, fitted_strategy, logicle_width, run_protocol_gates
+from .protocol_gating import GatedSample, fitted_strategy, logicle_width, run_protocol_gates, sample_notes
 from .screening_plots import write_plots
 
 # Gate fitting and plots live in their own modules; these names stay importable from here
 # because callers (cd7flow.cli_screen, the tests) import them from the assay.
 __all__ = [
-    "RESULT_KEYS", "NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width",
+    "RESULT_KEYS", "result_keys", "FMOTube", "NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width",
     "write_plots", "screen_file", "screen_sample", "intensity_word", "wilson_interval", "robust_sd",
     "separation_index",
 ]
 
-RESULT_KEYS = (
-    "file", "sha256", "protocol", "protocol_version", "protocol_sha256", "events", "viable_singlets", "cd45_pos",
-    "blasts", "blast_pct", "cd7_pos", "cd7_pos_pct", "cd7_pos_ci95", "cd7_threshold", "cd7_mfi_blasts",
-    "cd7_mfi_pos_blasts", "neg_ref_mfi", "neg_ref_events", "pos_ref_mfi", "pos_ref_events", "neg_ref_ratio",
-    "pos_ref_ratio", "rd_fmo", "fmo_file", "fmo_sha256", "intensity", "rule", "verdict", "reason",
-)
-"""Keys of every screening record, in output order (more keys follow: gates, channels, notes...)."""
+
+def result_keys(marker: str = "CD7") -> tuple[str, ...]:
+    """Keys of every screening record for the screened ``marker`` (``[positivity].marker``), in
+    output order (more keys follow: gates, channels, notes...). Marker keys are prefixed with the
+    marker's name in lower case: ``cd7_pos_pct`` for CD7."""
+    m = marker.lower()
+    return (
+        "file", "sha256", "protocol", "protocol_version", "protocol_sha256", "events", "viable_singlets", "cd45_pos",
+        "blasts", "blast_pct", f"{m}_pos", f"{m}_pos_pct", f"{m}_pos_ci95", f"{m}_threshold", f"{m}_mfi_blasts",
+        f"{m}_mfi_pos_blasts", "neg_ref_mfi", "neg_ref_events", "pos_ref_mfi", "pos_ref_events", "neg_ref_ratio",
+        "pos_ref_ratio", "rd_fmo", "fmo_file", "fmo_sha256", "intensity", "rule", "verdict", "reason",
+    )
+
+
+RESULT_KEYS = result_keys("CD7")
+"""Keys of a CD7 screening record, in output order (see :func:`result_keys`)."""
 
 Z95 = 1.959963984540054
 
@@ -98,11 +107,16 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 # ----------------------------------------------------------------------------------------------
 # The assay
 # ----------------------------------------------------------------------------------------------
+def _marker(protocol: Protocol) -> str:
+    return protocol.settings["positivity"]["marker"]
+
+
 def _blank(sample_path: str, sha: str | None, protocol: Protocol) -> dict[str, Any]:
-    rec: dict[str, Any] = {k: None for k in RESULT_KEYS}
+    marker = _marker(protocol)
+    rec: dict[str, Any] = {k: None for k in result_keys(marker)}
     rec.update(file=os.path.basename(sample_path), sha256=sha, protocol=protocol.name,
                protocol_version=protocol.version, protocol_sha256=protocol.sha256,
-               rule=f"CD7+ blasts {protocol.rule.text} ({protocol.name} v{protocol.version})")
+               rule=f"{marker}+ blasts {protocol.rule.text} ({protocol.name} v{protocol.version})")
     rec.update(path=os.path.abspath(sample_path), cd7flow_version=__version__, notes=[], gates={}, channels={})
     return rec
 
@@ -128,18 +142,23 @@ def _round(v: Any) -> Any:
     return v
 
 
-def screen_sample(sample: Sample, protocol: Protocol, fmo: Sample | None = None,
+def screen_sample(sample: Sample, protocol: Protocol, fmo: "Sample | FMOTube | None" = None,
                   plots_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Screen one sample (and its FMO tube, if given). Returns the result record."""
+    """Screen one sample (and its FMO tube, if given). Returns the result record.
+
+    Give a batch one :class:`FMOTube` so the FMO is gated once, not once per sample.
+    """
     if protocol.assay != "screening" or protocol.rule is None:
         raise ProtocolError(protocol.path, f"protocol {protocol.name} is a {protocol.assay!r} protocol, "
                                            "not a screening one")
+    if isinstance(fmo, Sample):
+        fmo = FMOTube(fmo, protocol)
     rec = _blank(sample.path or sample.name, sample.sha256, protocol)
     rec["events"] = sample.n_events
     rec["sample_date"] = sample.metadata.get("$DATE")
     if fmo is not None:
-        rec["fmo_file"] = os.path.basename(fmo.path or fmo.name)
-        rec["fmo_sha256"] = fmo.sha256
+        rec["fmo_file"] = os.path.basename(fmo.sample.path or fmo.sample.name)
+        rec["fmo_sha256"] = fmo.sample.sha256
     try:
         _screen(sample, protocol, fmo, rec, plots_dir)
     except NotEvaluable as exc:
@@ -148,9 +167,10 @@ def screen_sample(sample: Sample, protocol: Protocol, fmo: Sample | None = None,
     return _round(rec)
 
 
-def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, plots_dir) -> None:
+def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict, plots_dir) -> None:
     s = protocol.settings
     pos_cfg, inten, qc = s["positivity"], s["intensity"], s["qc"]
+    rec["notes"] = sample_notes(sample, protocol)
     _mapping, missing = resolve_markers(sample, protocol)
     required = [m for m in protocol.markers.values() if m.required and m.name in missing]
     if required:
@@ -160,7 +180,7 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
     rec["channels"] = g.channels
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
-    rec["notes"] = [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
+    rec["notes"] += [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
     if any(x.method == "singlets" and x.id in g.skipped for x in protocol.gates):
         rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
                             "positivity threshold")
@@ -188,8 +208,8 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
         raise NotEvaluable(f"too few blasts: {rec['blasts']} gated (< {qc['min_blasts']:g})")
 
     marker = pos_cfg["marker"]
-    cd7 = g.linear(marker)
-    cd7_blasts = cd7[blasts]
+    marker_linear = g.linear(marker)
+    marker_blasts = marker_linear[blasts]
     neg_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["negative_reference"]]) & ~blasts
     # A few NK or T cells inside a granulocyte/monocyte gate are enough to move a 99.5th
     # percentile: events carrying the positive reference's markers (CD3, CD56) are never
@@ -207,8 +227,8 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
 
     fmo_blasts = fmo_scale = None
     if fmo is not None:
-        fmo_blasts, fmo_scale = _fmo_blast_values(fmo, protocol, marker, population, g)
-        rec["rd_fmo"] = separation_index(cd7_blasts, fmo_blasts)
+        fmo_blasts, fmo_scale = fmo.blast_values(g)
+        rec["rd_fmo"] = separation_index(marker_blasts, fmo_blasts)
         rec["fmo_blasts"] = int(fmo_blasts.size)
 
     pct = pos_cfg["percentile"]
@@ -229,27 +249,28 @@ def _screen(sample: Sample, protocol: Protocol, fmo: Sample | None, rec: dict, p
                               gate_id=f"{marker}_positive")
     thr.fit(reference)
     positive = thr.predict(scale[blasts])
-    k, n = int(np.count_nonzero(positive)), int(cd7_blasts.size)
+    k, n = int(np.count_nonzero(positive)), int(marker_blasts.size)
+    m = marker.lower()  # record keys follow the screened marker: cd7_pos_pct for CD7
     xf = g.source.transforms.get(g.dimensions[marker].transform)
-    rec["cd7_threshold"] = float(xf.inverse(np.array([thr.threshold_]))[0]) if xf is not None else thr.threshold_
-    rec["cd7_threshold_scale"] = thr.threshold_
-    rec["cd7_pos"] = k
-    rec["cd7_pos_pct"] = 100.0 * k / n
-    rec["cd7_pos_ci95"] = list(wilson_interval(k, n))
-    rec["cd7_mfi_blasts"] = float(np.median(cd7_blasts))
-    rec["cd7_mfi_pos_blasts"] = float(np.median(cd7_blasts[positive])) if k else None
-    rec["neg_ref_mfi"] = float(np.median(cd7[neg_mask])) if rec["neg_ref_events"] else None
-    rec["pos_ref_mfi"] = float(np.median(cd7[pos_mask])) if rec["pos_ref_events"] else None
-    rec["neg_ref_ratio"] = _ratio(rec["cd7_mfi_blasts"], rec["neg_ref_mfi"])
-    rec["pos_ref_ratio"] = _ratio(rec["cd7_mfi_blasts"], rec["pos_ref_mfi"])
+    rec[f"{m}_threshold"] = float(xf.inverse(np.array([thr.threshold_]))[0]) if xf is not None else thr.threshold_
+    rec[f"{m}_threshold_scale"] = thr.threshold_
+    rec[f"{m}_pos"] = k
+    rec[f"{m}_pos_pct"] = 100.0 * k / n
+    rec[f"{m}_pos_ci95"] = list(wilson_interval(k, n))
+    rec[f"{m}_mfi_blasts"] = float(np.median(marker_blasts))
+    rec[f"{m}_mfi_pos_blasts"] = float(np.median(marker_blasts[positive])) if k else None
+    rec["neg_ref_mfi"] = float(np.median(marker_linear[neg_mask])) if rec["neg_ref_events"] else None
+    rec["pos_ref_mfi"] = float(np.median(marker_linear[pos_mask])) if rec["pos_ref_events"] else None
+    rec["neg_ref_ratio"] = _ratio(rec[f"{m}_mfi_blasts"], rec["neg_ref_mfi"])
+    rec["pos_ref_ratio"] = _ratio(rec[f"{m}_mfi_blasts"], rec["pos_ref_mfi"])
     if rec["pos_ref_events"] < min_ref:
         rec["notes"].append(f"positive reference has {rec['pos_ref_events']} events (< {min_ref}): "
                             "intensity is judged without it")
-    rec["intensity"] = intensity_word(rec["cd7_pos_pct"], rec["cd7_mfi_pos_blasts"],
+    rec["intensity"] = intensity_word(rec[f"{m}_pos_pct"], rec[f"{m}_mfi_pos_blasts"],
                                       rec["pos_ref_mfi"] if rec["pos_ref_events"] >= min_ref else None, inten)
-    rec["verdict"] = "positive" if protocol.rule.passes(rec["cd7_pos_pct"]) else "negative"
-    rec["reason"] = (f"{rec['cd7_pos_pct']:.1f}% CD7+ blasts (95% CI {rec['cd7_pos_ci95'][0]:.1f}-"
-                     f"{rec['cd7_pos_ci95'][1]:.1f}) {'meets' if rec['verdict'] == 'positive' else 'fails'} "
+    rec["verdict"] = "positive" if protocol.rule.passes(rec[f"{m}_pos_pct"]) else "negative"
+    rec["reason"] = (f"{rec[f'{m}_pos_pct']:.1f}% {marker}+ blasts (95% CI {rec[f'{m}_pos_ci95'][0]:.1f}-"
+                     f"{rec[f'{m}_pos_ci95'][1]:.1f}) {'meets' if rec['verdict'] == 'positive' else 'fails'} "
                      f"rule {protocol.rule.text}")
     if plots_dir is not None:
         rec["plots"] = write_plots(g, protocol, rec, blasts, neg_mask, pos_mask, plots_dir)
@@ -288,50 +309,64 @@ def _last_of(protocol: Protocol, methods: tuple[str, ...]) -> str:
     return "root"
 
 
-def _fmo_blast_values(fmo: Sample, protocol: Protocol, marker: str, population: str,
-                      stained: GatedSample) -> tuple[np.ndarray, np.ndarray]:
-    """CD7 on the FMO tube's blasts, gated from the FMO's own data: (linear, compensated) and
-    on the stained tube's gating scale (its transform, so thresholds compare like for like)."""
-    try:
-        g = run_protocol_gates(fmo, protocol)
-    except NotEvaluable as exc:
-        raise NotEvaluable(f"FMO {fmo.name}: {exc}") from None
-    if marker not in g.dimensions:
-        raise NotEvaluable(f"FMO {fmo.name}: no channel for {marker}")
-    vals = g.linear(marker)[g.masks[population]]
-    if vals.size < protocol.settings["qc"]["min_blasts"]:
-        raise NotEvaluable(f"FMO {fmo.name}: too few blasts ({vals.size})")
-    xf = stained.source.transforms.get(stained.dimensions[marker].transform)
-    return vals, (np.asarray(xf.apply(vals), dtype=np.float64) if xf is not None else vals)
+class FMOTube:
+    """An FMO tube (the screened marker left out), read once and gated once per batch.
 
+    The FMO's blasts are gated from its own data. Its left-out marker often has an empty
+    $PnS, so the marker borrows the stained tube's $PnN (the sample itself is never
+    modified); the gated result is kept per borrowed channel, so a batch gates the FMO once.
+    """
 
-def _fmo_marker_channel(fmo: Sample, protocol: Protocol, stained: Sample, marker: str) -> None:
-    """An FMO leaves the screened marker out, so its $PnS is often empty: borrow the stained tube's channel."""
-    mapping, missing = resolve_markers(fmo, protocol)
-    if marker in missing:
-        smap, _ = resolve_markers(stained, protocol)
-        ch = smap.get(marker)
-        if ch is not None and ch in fmo.channels:
-            markers = list(fmo.markers)
-            markers[fmo.channels.index(ch)] = marker
-            fmo.markers = tuple(markers)
+    def __init__(self, sample: Sample, protocol: Protocol):
+        self.sample = sample
+        self.protocol = protocol
+        self._gated: dict[str | None, GatedSample | NotEvaluable] = {}
+
+    def gated(self, stained: GatedSample) -> GatedSample:
+        marker = _marker(self.protocol)
+        mapping, missing = resolve_markers(self.sample, self.protocol)
+        borrowed = stained.channels.get(marker) if marker in missing else None
+        if borrowed not in self.sample.channels:
+            borrowed = None
+        if borrowed not in self._gated:
+            try:
+                self._gated[borrowed] = run_protocol_gates(self.sample, self.protocol,
+                                                           {marker: borrowed} if borrowed else None)
+            except NotEvaluable as exc:
+                self._gated[borrowed] = NotEvaluable(f"FMO {self.sample.name}: {exc}")
+        found = self._gated[borrowed]
+        if isinstance(found, NotEvaluable):
+            raise found
+        return found
+
+    def blast_values(self, stained: GatedSample) -> tuple[np.ndarray, np.ndarray]:
+        """The marker on the FMO's blasts: (linear, compensated) and on the stained tube's gating
+        scale (its transform, so thresholds compare like for like)."""
+        marker = _marker(self.protocol)
+        g = self.gated(stained)
+        if marker not in g.dimensions:
+            raise NotEvaluable(f"FMO {self.sample.name}: no channel for {marker}")
+        vals = g.linear(marker)[g.masks[self.protocol.settings["positivity"]["population"]]]
+        if vals.size < self.protocol.settings["qc"]["min_blasts"]:
+            raise NotEvaluable(f"FMO {self.sample.name}: too few blasts ({vals.size})")
+        xf = stained.source.transforms.get(stained.dimensions[marker].transform)
+        return vals, (np.asarray(xf.apply(vals), dtype=np.float64) if xf is not None else vals)
 
 
 def screen_file(path: str | os.PathLike, protocol: Protocol | str = "screening", fmo_path=None,
-                plots_dir=None) -> dict[str, Any]:
-    """Read and screen one FCS file (and its FMO). Unreadable files raise FCSError."""
+                plots_dir=None, fmo: FMOTube | None = None) -> dict[str, Any]:
+    """Read and screen one FCS file (and its FMO: ``fmo_path``, or an :class:`FMOTube` already
+    read, which a batch shares). Unreadable files raise FCSError."""
     from ..io.fcs_read import read_fcs
 
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol)
+    if fmo is None and fmo_path is not None:
+        fmo = FMOTube(read_fcs(fmo_path), protocol)
     sample = read_fcs(path)
-    fmo = None
-    if fmo_path is not None:
-        fmo = read_fcs(fmo_path)
-        _fmo_marker_channel(fmo, protocol, sample, protocol.settings["positivity"]["marker"])
     rec = screen_sample(sample, protocol, fmo, plots_dir)
     rec["sha256"] = sample.sha256
     if fmo is not None:
-        rec["fmo_sha256"] = fmo.sha256
+        rec["fmo_sha256"] = fmo.sample.sha256
     return rec
 

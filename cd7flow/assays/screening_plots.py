@@ -1,9 +1,11 @@
-"""PNG gating plots of one screening result: CD45/SSC with the blast gate, CD7 histograms.
+"""PNG gating plots of one screening result: the leukocyte gate's plot (CD45/SSC) with the blast
+gate, and histograms of the screened marker.
 
 Axes are on the gating scale (the protocol's transform of each channel: logicle 0-1
-for fluorescence, SSC as the protocol sets it); the CD7 threshold is drawn there, converted
-from the record's ``cd7_threshold`` (linear channel units). Histograms are densities
-(area 1 per population). matplotlib's Agg backend only: nothing here needs a display.
+for fluorescence, SSC as the protocol sets it); the threshold is drawn there, converted
+from the record's ``<marker>_threshold`` (linear channel units). Histograms are densities
+(area 1 per population). Each figure draws on its own Agg canvas (no pyplot, no
+``matplotlib.use``): nothing here needs a display or changes the process's backend.
 """
 from __future__ import annotations
 
@@ -18,6 +20,15 @@ from .protocol_gating import GatedSample
 PNG_DPI = 110
 
 
+def _figure(size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _save_atomic(fig, path: str) -> None:
     with atomic_output(path, "wb") as fh:
         fig.savefig(fh, dpi=PNG_DPI, format="png")
@@ -25,28 +36,26 @@ def _save_atomic(fig, path: str) -> None:
 
 def write_plots(g: GatedSample, protocol: Protocol, rec: dict, blasts: np.ndarray, neg_mask: np.ndarray,
                 pos_mask: np.ndarray, plots_dir) -> list[str]:
-    """CD45/SSC with the blast gate, and CD7 histograms of blasts vs references with the threshold."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
+    """The blast gate's plot (CD45/SSC) and histograms of the screened marker on blasts vs references
+    with the threshold. Channels come from the protocol: the cd45_ssc gate's dimensions and
+    ``[positivity].marker``."""
     os.makedirs(plots_dir, exist_ok=True)
     stem = os.path.splitext(rec["file"])[0]
     written = []
     cd45_gate = next(x for x in protocol.gates if x.method == "cd45_ssc")
+    x_key, y_key = cd45_gate.dimensions
     parent = g.masks[cd45_gate.parent]
-    x, y = g.values("CD45"), g.values("ssc_a")
-    fig = Figure(figsize=(5.5, 5))
+    x, y = g.values(x_key), g.values(y_key)
+    fig = _figure((5.5, 5))
     ax = fig.add_subplot()
     ax.scatter(x[parent], y[parent], s=1, c="0.6", alpha=0.4, rasterized=True, label=f"{cd45_gate.parent} events")
     ax.scatter(x[blasts], y[blasts], s=1, c="tab:red", alpha=0.4, rasterized=True, label="blasts")
     est = g.estimators.get(cd45_gate.id)
-    for pop, gate in (getattr(est, "gates_", None) or {}).items():
+    for pop, gate in (getattr(est, "population_gates_", None) or {}).items():
         v = np.vstack([gate.vertices, gate.vertices[:1]])
         ax.plot(v[:, 0], v[:, 1], lw=1.2, label=f"{pop} gate")
-    ax.set_xlabel(f"CD45 ({g.channels['CD45']}, {g.transforms['CD45'].get('kind')})")
-    ax.set_ylabel(f"SSC ({g.channels['ssc_a']}, {g.transforms.get('ssc_a', {}).get('kind', 'linear')})")
+    ax.set_xlabel(f"{x_key} ({g.channels[x_key]}, {g.transforms.get(x_key, {}).get('kind', 'linear')})")
+    ax.set_ylabel(f"{y_key} ({g.channels[y_key]}, {g.transforms.get(y_key, {}).get('kind', 'linear')})")
     ax.set_title(f"{rec['file']}: blasts {rec['blasts']} ({(rec['blast_pct'] or 0):.1f}% of viable CD45+)", fontsize=9)
     ax.legend(fontsize=7, markerscale=5, loc="upper left")
     path = os.path.join(plots_dir, f"{stem}_cd45_ssc.png")
@@ -55,7 +64,7 @@ def write_plots(g: GatedSample, protocol: Protocol, rec: dict, blasts: np.ndarra
 
     marker = protocol.settings["positivity"]["marker"]
     xs = g.values(marker)
-    fig = Figure(figsize=(6, 4))
+    fig = _figure((6, 4))
     ax = fig.add_subplot()
     finite = np.isfinite(xs)
     lo, hi = np.percentile(xs[finite & (blasts | neg_mask | pos_mask)], [0.1, 99.9])
@@ -65,13 +74,14 @@ def write_plots(g: GatedSample, protocol: Protocol, rec: dict, blasts: np.ndarra
                                 (pos_mask, f"positive ref (n={rec['pos_ref_events']})", "tab:green")):
         if mask.any():
             ax.hist(xs[mask & finite], bins=bins, histtype="step", density=True, color=colour, label=label)
-    if rec.get("cd7_threshold") is not None:
+    threshold = rec.get(f"{marker.lower()}_threshold")
+    if threshold is not None:
         xf = g.source.transforms.get(g.dimensions[marker].transform)
-        t = float(xf.apply(np.array([rec["cd7_threshold"]]))[0]) if xf is not None else rec["cd7_threshold"]
+        t = float(xf.apply(np.array([threshold]))[0]) if xf is not None else threshold
         ax.axvline(t, color="k", ls="--", lw=1, label="threshold")
     ax.set_xlabel(f"{marker} ({g.channels[marker]}, {g.transforms[marker].get('kind')})")
     ax.set_ylabel("density")
-    ax.set_title(f"{rec['file']}: {rec['cd7_pos_pct']:.1f}% {marker}+ blasts, {rec['verdict']} "
+    ax.set_title(f"{rec['file']}: {rec[f'{marker.lower()}_pos_pct']:.1f}% {marker}+ blasts, {rec['verdict']} "
                  f"({protocol.rule.text})", fontsize=9)
     ax.legend(fontsize=7)
     path = os.path.join(plots_dir, f"{stem}_{marker.lower()}_hist.png")

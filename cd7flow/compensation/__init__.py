@@ -1,11 +1,11 @@
 """Spillover matrices: parse them (FCS keywords, matrix files), estimate them, apply them.
 
 Public API: :class:`SpilloverMatrix`, :func:`spillover_from_metadata`,
-:func:`read_matrix_file`, :func:`compensate`, :func:`compute_spillover`.
+:func:`read_matrix_file`, :func:`compensate`, :func:`compute_spillover`; Gating-ML
+spectrum (unmixing) matrices: :class:`SpectrumMatrix`.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,8 +15,9 @@ from ..sample import Sample
 from .estimate import compute_spillover
 from .matrix import CHUNK_ROWS, SpilloverMatrix
 from .parse import read_matrix_file, spillover_from_metadata
+from .spectrum import SpectrumMatrix
 
-__all__ = ["CHUNK_ROWS", "SpilloverMatrix", "compensate", "compute_spillover",
+__all__ = ["CHUNK_ROWS", "SpectrumMatrix", "SpilloverMatrix", "compensate", "compute_spillover",
            "read_matrix_file", "spillover_from_metadata"]
 
 
@@ -49,7 +50,7 @@ def compensate(sample_or_events, spillover: SpilloverMatrix | None = None,
         events = spill.compensate(sample.events, sample.channels, out=out)
         if inplace:
             return sample
-        return dataclasses.replace(sample, events=events, extra=dict(sample.extra))
+        return sample.with_events(events)
     if spillover is None:
         raise CompensationError(None, "compensate(events, ...) needs a spillover matrix")
     if channels is None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import functools
 from functools import cached_property
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ..errors import CompensationError
 
@@ -175,32 +177,24 @@ def apply_inverse(out: np.ndarray, idx: np.ndarray, inverse: np.ndarray) -> None
     rows = min(CHUNK_ROWS, out.shape[0])
     buf = np.empty((rows, idx.size), dtype=np.float64)
     res = np.empty_like(buf)
-    with _one_blas_thread():
-        _apply_blocks(out, runs, inverse, buf, res)
-
-
-def _one_blas_thread():
-    """Hold BLAS to one thread: these products are tiny (rows x 15 @ 15 x 15), and
-    OpenBLAS's extra threads spin between calls, which made compensation 2.5-5x slower
-    on a busy 2-core machine (benchmarks/bench_core.py). No-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def _apply_blocks(out, runs, inverse, buf, res) -> None:
     for start in range(0, out.shape[0], CHUNK_ROWS):
         stop = min(start + CHUNK_ROWS, out.shape[0])
         block = buf[: stop - start]
         for a, b, col in runs:
             block[:, a:b] = out[start:stop, col : col + b - a]
-        product = np.matmul(block, inverse, out=res[: stop - start])
+        # One BLAS thread for the product only (the limit is restored on exit): these products
+        # are tiny (rows x 15 @ 15 x 15) and OpenBLAS's extra threads spin between calls, which
+        # made compensation 2.5-5x slower on a busy 2-core machine (benchmarks/bench_core.py).
+        with _blas_threads().limit(limits=1, user_api="blas"):
+            product = np.matmul(block, inverse, out=res[: stop - start])
         for a, b, col in runs:
             out[start:stop, col : col + b - a] = product[:, a:b]
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    """The BLAS libraries numpy loaded, found once (finding them costs ~2 ms; limiting, ~10 us)."""
+    return ThreadpoolController()
 
 
 def _validate(channels: tuple[str, ...], matrix: np.ndarray, source: str) -> None:

@@ -1,9 +1,9 @@
 """BD FACSDiva experiment XML export (root ``<bdfacs>``) -> our gating tree.
 
 ``read_diva_xml(path) -> DivaWorkspace``: one :class:`DivaTube` per ``<tube>`` (a
-:class:`~cd7flow.io.flowjo.WorkspaceSample`, so ``cd7flow gate`` and everything that
+:class:`~cd7flow.io.workspace.WorkspaceSample`, so ``cd7flow gate`` and everything that
 takes a FlowJo workspace sample takes a tube), grouped by ``<specimen>``. Each tube
-carries its gates as a :class:`~cd7flow.datasource.GatingStrategy`, the event counts
+carries its gates as a :class:`~cd7flow.strategy.GatingStrategy`, the event counts
 DiVa stored (``flowjo_counts``, by population path) and the per-gate means DiVa
 stored (``stored_means``). :func:`manual_gate_masks` gives one boolean mask per gate.
 
@@ -58,15 +58,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gating.dimensions import Dimension
+from gating.dimensions import FCS_COMPENSATION, Dimension
 from gating.gates import BooleanGate, Gate, GateReference, PolygonGate, RectangleGate
 
 from ..compensation import SpilloverMatrix
-from ..datasource import GatingStrategy
 from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
+from ..strategy import GatingStrategy
 from ..transforms import BoundedTransform, FlowJoLogTransform, LogicleTransform, Transform
-from .flowjo import FlowJoWorkspace, WorkspaceSample
-from .xml_safe import local_name, parse_xml
+from .workspace import Workspace, WorkspaceSample, population_count
+from .xml_safe import child as _kid
+from .xml_safe import child_text as _text
+from .xml_safe import children as _kids
+from .xml_safe import finite_number, local_name, parse_xml
 
 __all__ = ["read_diva_xml", "manual_gate_masks", "DivaWorkspace", "DivaTube", "DIVA_T", "DIVA_M"]
 
@@ -96,7 +99,7 @@ class DivaTube(WorkspaceSample):
     stored_means: dict[tuple[tuple[str, ...], str], float] = field(default_factory=dict)
 
 
-class DivaWorkspace(FlowJoWorkspace):
+class DivaWorkspace(Workspace):
     """A DiVa experiment: tubes by FCS file name (``samples``), specimens as ``groups``."""
 
     def sample(self, name: str) -> WorkspaceSample:
@@ -109,22 +112,6 @@ class DivaWorkspace(FlowJoWorkspace):
             raise WorkspaceError(self.path, f"tube name {name!r} is used in several specimens; "
                                             "name it as 'specimen/tube' or by its FCS file")
         return super().sample(name)
-
-
-def _text(el: ET.Element, tag: str) -> str | None:
-    for c in el:
-        if local_name(c.tag) == tag:
-            return (c.text or "").strip()
-    return None
-
-
-def _kids(el: ET.Element | None, tag: str) -> list[ET.Element]:
-    return [] if el is None else [c for c in el if local_name(c.tag) == tag]
-
-
-def _kid(el: ET.Element | None, tag: str) -> ET.Element | None:
-    found = _kids(el, tag)
-    return found[0] if found else None
 
 
 @dataclass
@@ -161,13 +148,7 @@ class _Reader:
         return WorkspaceError(self.path, problem)
 
     def number(self, raw: str | None, what: str) -> float:
-        try:
-            value = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise self.fail(f"{what}: {raw!r} is not a number") from None
-        if not math.isfinite(value):
-            raise self.fail(f"{what}: {raw!r} is not finite")
-        return value
+        return finite_number(raw, what, self.fail)
 
     def workspace(self) -> DivaWorkspace:
         experiment = _kid(self.root, "experiment")
@@ -264,8 +245,7 @@ class _Reader:
             if kind == ROOT_TYPE:
                 if path:
                     raise self.fail(f"{self.what}: the all-events gate {g.get('fullname')!r} has a parent")
-                if count is not None and count.isdigit():
-                    tube.event_count = int(count)
+                tube.event_count = population_count(count)
                 continue
             if not path:
                 raise self.fail(f"{self.what}: gate {g.get('fullname')!r} has no parent")
@@ -278,8 +258,8 @@ class _Reader:
             else:
                 raise self.fail(f"{self.what}: gate {g.get('fullname')!r} has type {kind!r}, which is not "
                                 f"supported ({', '.join(REGION_TYPES)}, RestOf_Classifier, Composite_Classifier)")
-            if count is not None and count.isdigit():
-                tube.flowjo_counts[path] = int(count)
+            if population_count(count) is not None:
+                tube.flowjo_counts[path] = population_count(count)
         tree = self.strategy.tree
         # parents first, whatever the file's order
         for path, g in sorted(pending, key=lambda pg: len(pg[0])):
@@ -308,7 +288,7 @@ class _Reader:
         scaled = (_text(g, f"is_{ax}_parameter_scaled") or "false").lower() == "true"
         comp = None
         if param in self.compensated:
-            comp = "FCS" if self.compensation == "fcs" else COMPENSATION_ID
+            comp = FCS_COMPENSATION if self.compensation == "fcs" else COMPENSATION_ID
         if not is_log:
             k = DIVA_T / CHANNELS if scaled else 1.0
             # linear coordinates become data units: no transform, no clipping

@@ -1,7 +1,7 @@
 """Read FCS 2.0 / 3.0 / 3.1 / 3.2 files (and Beckman LMD) into :class:`cd7flow.sample.Sample`.
 
-Public API: :func:`read_fcs`, :func:`list_datasets`, :class:`DatasetInfo`, :class:`FileSample`
-(a Sample whose sha256 is computed when first asked for).
+Public API: :func:`read_fcs`, :func:`list_datasets`, :class:`DatasetInfo`. The Sample's
+``sha256`` is computed from the bytes the reader decodes (the file is read once).
 
 A path is opened read-only and memory-mapped; bytes/bytearray/BytesIO are read
 from memory (used by the fuzz tests). Every failure is an
@@ -51,7 +51,6 @@ TEXT), ``fcs_offsets`` (this rule), ``fcs_data`` (DATA decoding),
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -239,48 +238,8 @@ def read_fcs(path: Source, *, dataset: int = 0, preprocess: bool = True, name: s
     _next_offset(buf, p, {q.base for q in chain}, where)  # records a broken $NEXTDATA in the warnings
     sample = _read_parsed(buf, p, where, preprocess)
     sample.dataset = dataset
-    if isinstance(buf, np.memmap):
-        st = os.stat(where)
-        sample._sha256_source = (where, st.st_size, st.st_mtime_ns)
-    else:
-        sample.sha256 = hashlib.sha256(buf).hexdigest()
+    sample.compute_sha256(buf)  # from the bytes just decoded: the file is never read again for it
     return sample
-
-
-class FileSample(Sample):
-    """A Sample read from a file whose ``sha256`` is computed on first access.
-
-    Hashing an 80 MB file costs more than decoding it (~100 ms without SHA CPU
-    instructions), and most callers never look at the hash. The file is re-read
-    then, and if its size or mtime changed since it was read an FCSError is
-    raised rather than a hash of different bytes returned.
-    """
-
-    _sha256_source: tuple[str, int, int] | None = None
-    _sha256_value: str | None = None
-
-    @property  # type: ignore[override]
-    def sha256(self) -> str | None:
-        if self._sha256_value is None and self._sha256_source is not None:
-            path, size, mtime = self._sha256_source
-            try:
-                st = os.stat(path)
-                if (st.st_size, st.st_mtime_ns) != (size, mtime):
-                    raise FCSError(path, "file changed after it was read; its sha256 would not match the events")
-                h = hashlib.sha256()
-                with open(path, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
-            except OSError as exc:
-                raise FCSError(path, f"cannot re-read to compute sha256: {exc.strerror or exc}") from None
-            self._sha256_value = h.hexdigest()
-        return self._sha256_value
-
-    @sha256.setter
-    def sha256(self, value: str | None) -> None:
-        if isinstance(value, property):  # the dataclass default seen through the class attribute
-            value = None
-        self._sha256_value = value
 
 
 def _read_parsed(buf: np.ndarray, p: ParsedDataSet, where: str | None, preprocess: bool) -> Sample:
@@ -398,7 +357,7 @@ def _finish(p: ParsedDataSet, events: np.ndarray, tot: int, kinds, layout: str, 
     centers = unstained_centers(p, channels, where)
     if centers is not None:
         extra["unstained_centers"] = centers
-    sample = FileSample(
+    sample = Sample(
         events=events,
         channels=tuple(channels),
         markers=tuple(markers),

@@ -1,7 +1,8 @@
 """FlowJo workspace import -> our gating tree: FlowJo 10 ``.wsp`` here, FlowJo 7-9 XML in :mod:`.flowjo9`.
 
-``read_flowjo_workspace(path) -> FlowJoWorkspace``. Each :class:`WorkspaceSample`
-carries a :class:`~cd7flow.datasource.GatingStrategy` (tree, transforms,
+``read_flowjo_workspace(path) -> Workspace`` (:mod:`.workspace`). Each
+:class:`~cd7flow.io.workspace.WorkspaceSample` carries a
+:class:`~cd7flow.strategy.GatingStrategy` (tree, transforms,
 compensations) built for *our* engine, plus the event counts FlowJo stored for
 every population, so re-computed counts can be compared with FlowJo's.
 
@@ -35,7 +36,7 @@ How FlowJo 10 stores things, and what we do with it:
   boolean ``AndNode`` / ``OrNode`` / ``NotNode`` reference other populations by
   path (``Dependent name="A/B/C"``) and become :class:`~gating.gates.BooleanGate` s
   with path references. ``eventsInside="0"`` (keep the outside) wraps the gate in
-  :class:`OutsideGate`.
+  :class:`~gating.gates.OutsideGate`.
 
 FlowJo counts polygons and ellipses on binned display data, so its counts for
 events lying within about one display bin of an edge can differ from the exact
@@ -47,24 +48,26 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from urllib.parse import unquote, urlparse
+from dataclasses import dataclass
 
 import numpy as np
 
-from gating.dimensions import DataSource, Dimension
-from gating.gates import BooleanGate, EllipsoidGate, Gate, GateReference, PolygonGate, RectangleGate
-from gating.tree import GatingResult, GatingTree
+from gating.dimensions import Dimension
+from gating.gates import (
+    AllEventsGate,
+    BooleanGate,
+    EllipsoidGate,
+    Gate,
+    GateReference,
+    OutsideGate,
+    PolygonGate,
+    RectangleGate,
+)
 
 from ..compensation import SpilloverMatrix
-from ..datasource import GatingStrategy, SampleSource
-from .xml_safe import attribute, children, local_name, parse_xml
-from .xml_safe import child as _first_child
 from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
-from ..sample import Sample
+from ..strategy import GatingStrategy
 from ..transforms import (
     AsinhTransform,
     FlowJoBiexTransform,
@@ -73,133 +76,24 @@ from ..transforms import (
     LogicleTransform,
     Transform,
 )
+from .flowjo9 import is_flowjo9, read_flowjo9
+from .workspace import Workspace, WorkspaceSample, build_workspace, population_count
+from .xml_safe import attribute as _attr
+from .xml_safe import child as _kid
+from .xml_safe import children as _kids
+from .xml_safe import local_name as _local
+from .xml_safe import number_attribute, parse_xml
 
-__all__ = ["read_flowjo_workspace", "FlowJoWorkspace", "WorkspaceSample", "OutsideGate"]
+__all__ = ["read_flowjo_workspace", "FlowJoWorkspace", "WorkspaceSample"]
+
+FlowJoWorkspace = Workspace
+"""The workspace model (kept under its FlowJo name; DiVa and FlowJo 7-9 return it too)."""
 
 DISPLAY_BINS = 256.0
 """FlowJo's display grid: ellipse coordinates are stored in 0..256 per axis."""
 
 
-# ------------------------------------------------------------------ model --
-class OutsideGate(Gate):
-    """The events *outside* another gate's geometry (FlowJo ``eventsInside="0"``)."""
-
-    def __init__(self, inner: Gate):
-        self.inner = inner
-        self.id = inner.id
-        self.dimensions = inner.dimensions
-
-    def contains(self, source: DataSource) -> np.ndarray:
-        return ~np.asarray(self.inner.contains(source), dtype=bool)
-
-
-@dataclass
-class WorkspaceSample:
-    """One sample of a workspace.
-
-    name : the SampleNode name (normally the FCS file name).
-    uri : the DataSet location FlowJo recorded (may point to another machine).
-    strategy : gates, transforms and compensations, ready for :meth:`apply`.
-    flowjo_counts : population path (tuple of names) -> event count FlowJo stored
-        (populations FlowJo never computed, count -1, are left out).
-    event_count : events in the sample according to FlowJo (None if unknown).
-    """
-
-    sample_id: str
-    name: str
-    uri: str | None
-    strategy: GatingStrategy
-    keywords: dict[str, str] = field(default_factory=dict)
-    flowjo_counts: dict[tuple[str, ...], int] = field(default_factory=dict)
-    event_count: int | None = None
-    groups: list[str] = field(default_factory=list)
-
-    @property
-    def tree(self) -> GatingTree:
-        return self.strategy.tree
-
-    def source(self, sample: Sample) -> SampleSource:
-        return self.strategy.source(sample)
-
-    def apply(self, sample: Sample) -> GatingResult:
-        """Gate ``sample`` (the FCS events of this workspace sample) with our engine."""
-        return self.strategy.apply(sample)
-
-
-@dataclass
-class FlowJoWorkspace:
-    """A parsed workspace: samples by name and groups (name -> sample names)."""
-
-    path: str
-    flowjo_version: str
-    samples: dict[str, WorkspaceSample]
-    groups: dict[str, list[str]]
-
-    def __iter__(self) -> Iterator[WorkspaceSample]:
-        return iter(self.samples.values())
-
-    def sample(self, name: str) -> WorkspaceSample:
-        """The sample with this SampleNode name (or FCS file name, case-insensitively)."""
-        if name in self.samples:
-            return self.samples[name]
-        hits = [s for s in self.samples.values() if name.lower() in (s.name.lower(), _uri_name(s.uri).lower())]
-        if len(hits) == 1:
-            return hits[0]
-        known = ", ".join(self.samples) or "none"
-        raise WorkspaceError(self.path, f"no sample {name!r} in the workspace (samples: {known})")
-
-    def sample_for_file(self, fcs_path: str | os.PathLike) -> WorkspaceSample:
-        """The sample whose name or DataSet file name is the FCS file's name."""
-        base = os.path.basename(os.fspath(fcs_path)).lower()
-        hits = [s for s in self.samples.values() if base in (s.name.lower(), _uri_name(s.uri).lower())]
-        if len(hits) == 1:
-            return hits[0]
-        if len(self.samples) == 1 and not hits:
-            only = next(iter(self.samples.values()))
-            raise WorkspaceError(self.path, f"its only sample is {only.name!r}, not {os.path.basename(os.fspath(fcs_path))!r}"
-                                 " (pass --sample to use it anyway)")
-        known = ", ".join(self.samples) or "none"
-        what = "several samples match" if hits else "no sample matches"
-        raise WorkspaceError(self.path, f"{what} FCS file {os.path.basename(os.fspath(fcs_path))!r} "
-                                        f"(samples: {known}); name one")
-
-    def fcs_path(self, sample: WorkspaceSample) -> str | None:
-        """Where the sample's FCS file is: the recorded URI if it exists, else next to the workspace."""
-        candidates = []
-        if sample.uri:
-            parsed = urlparse(sample.uri)
-            if parsed.scheme in ("file", ""):
-                p = unquote(parsed.path)
-                if re.match(r"^/[A-Za-z]:/", p):  # file:/C:/... from Windows
-                    p = p[1:]
-                if not os.path.isabs(p):
-                    p = os.path.join(os.path.dirname(self.path), p)
-                candidates.append(p)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        for name in (_uri_name(sample.uri), sample.name):
-            if name:
-                candidates.append(os.path.join(folder, name))
-        for c in candidates:
-            if os.path.isfile(c):
-                return c
-        return None
-
-
-def _uri_name(uri: str | None) -> str:
-    if not uri:
-        return ""
-    return os.path.basename(unquote(urlparse(uri).path).replace("\\", "/"))
-
-
 # ----------------------------------------------------------------- helpers --
-# the shared safe-XML helpers, under the short names this module (and flowjo9) use
-_local, _attr, _kids, _kid = local_name, attribute, children, _first_child
-
-
-def _parse_xml(path: str) -> ET.Element:
-    return parse_xml(path, WorkspaceError)
-
-
 @dataclass
 class _Axis:
     """What a FlowJo parameter name means: channel, compensation, transform and display range."""
@@ -228,50 +122,20 @@ class _Reader10:
         return WorkspaceError(self.path, problem)
 
     def number(self, el: ET.Element, name: str, what: str, required: bool = True) -> float | None:
-        raw = _attr(el, name)
-        if raw is None:
-            if required:
-                raise self.fail(f"{what}: missing attribute {name!r}")
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not a number") from None
-        if not math.isfinite(value):
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not finite")
-        return value
+        return number_attribute(el, name, what, self.fail, required=required)
 
     # -- workspace --
-    def workspace(self, root: ET.Element) -> FlowJoWorkspace:
+    def workspace(self, root: ET.Element) -> Workspace:
         version = _attr(root, "flowJoVersion") or _attr(root, "version") or "?"
         sample_list = _kid(root, "SampleList")
         if sample_list is None:
             raise self.fail("no <SampleList> (not a FlowJo workspace)")
-        by_id: dict[str, WorkspaceSample] = {}
-        for el in _kids(sample_list, "Sample"):
-            ws = self.sample(el)
-            if ws.sample_id in by_id:
-                raise self.fail(f"sample id {ws.sample_id} is used twice")
-            by_id[ws.sample_id] = ws
-        groups: dict[str, list[str]] = {}
         groups_el = _kid(root, "Groups")
-        for node in _kids(groups_el, "GroupNode") if groups_el is not None else []:
-            gname = _attr(node, "name") or ""
-            group = _kid(node, "Group")
-            refs = _kid(group, "SampleRefs") if group is not None else None
-            members = []
-            for ref in _kids(refs, "SampleRef") if refs is not None else []:
-                ws = by_id.get(_attr(ref, "sampleID") or "")
-                if ws is not None:
-                    members.append(ws.name)
-                    ws.groups.append(gname)
-            groups[gname] = members
-        samples: dict[str, WorkspaceSample] = {}
-        for ws in by_id.values():
-            if ws.name in samples:
-                raise self.fail(f"two samples are named {ws.name!r}")
-            samples[ws.name] = ws
-        return FlowJoWorkspace(self.path, version, samples, groups)
+        groups = ((_attr(node, "name") or "",
+                   [_attr(ref, "sampleID") or "" for ref in _kids(_kid(_kid(node, "Group"), "SampleRefs"), "SampleRef")])
+                  for node in _kids(groups_el, "GroupNode"))
+        return build_workspace(self.path, version, (self.sample(el) for el in _kids(sample_list, "Sample")),
+                               groups, self.fail)
 
     def sample(self, el: ET.Element) -> WorkspaceSample:
         node = _kid(el, "SampleNode")
@@ -293,9 +157,7 @@ class _Reader10:
             sample_id=sid, name=name, uri=_attr(dataset, "uri") if dataset is not None else None,
             strategy=strategy, keywords=keywords,
         )
-        count = _attr(node, "count")
-        if count is not None and count.lstrip("-").isdigit() and int(count) >= 0:
-            ws.event_count = int(count)
+        ws.event_count = population_count(_attr(node, "count"))
         subpops = _kid(node, "Subpopulations")
         if subpops is not None:
             ctx = _Context(self, strategy, comp, axes_xforms, what)
@@ -416,9 +278,9 @@ class _Context:
             except GatingError as exc:
                 raise self.r.fail(f"{self.what}: population {where!r}: {exc}") from None
             path = parent + (name,)
-            count = _attr(child, "count")
-            if count is not None and count.lstrip("-").isdigit() and int(count) >= 0:
-                counts[path] = int(count)
+            count = population_count(_attr(child, "count"))
+            if count is not None:
+                counts[path] = count
             sub = _kid(child, "Subpopulations")
             if sub is not None:
                 self.subpopulations(sub, path, counts)
@@ -488,7 +350,7 @@ class _Context:
             maxs.append(hi_t)
         keep = [i for i, (lo, hi) in enumerate(zip(mins, maxs)) if lo is not None or hi is not None]
         if not keep:
-            return _Everything(name, tuple(a.dimension for a in axes))
+            return AllEventsGate(name, [a.dimension for a in axes])
         return RectangleGate(name, [axes[i].dimension for i in keep], [mins[i] for i in keep], [maxs[i] for i in keep])
 
     def ellipse(self, name: str, g: ET.Element, axes: list[_Axis], what: str) -> EllipsoidGate:
@@ -525,36 +387,17 @@ class _Context:
         return EllipsoidGate(name, [ax.dimension for ax in axes], center * scale, cov, 1.0)
 
 
-class _Everything(Gate):
-    """A rectangle whose every bound lies beyond its axes' ends: all events."""
-
-    def __init__(self, id: str, dimensions: tuple[Dimension, ...]):
-        self.id = id
-        self.dimensions = dimensions
-
-    def contains(self, source: DataSource) -> np.ndarray:
-        return np.ones(source.n_events, dtype=bool)
-
-
 # ------------------------------------------------------------- entry point --
-def read_flowjo_workspace(path: str | os.PathLike) -> FlowJoWorkspace:
+def read_flowjo_workspace(path: str | os.PathLike) -> Workspace:
     """Read a FlowJo workspace: FlowJo 10 (.wsp) here, FlowJo 7-9 XML via :mod:`cd7flow.io.flowjo9`.
 
     Raises :class:`~cd7flow.errors.WorkspaceError` (naming the file and the
     problem) for unreadable, unsafe or unsupported content.
     """
     path = os.fspath(path)
-    root = _parse_xml(path)
+    root = parse_xml(path, WorkspaceError)
     if _local(root.tag) != "Workspace":
         raise WorkspaceError(path, f"root element is <{_local(root.tag)}>, not a FlowJo <Workspace>")
-    if _is_flowjo9(root):
-        from .flowjo9 import read_flowjo9
-
+    if is_flowjo9(root):
         return read_flowjo9(path, root)
     return _Reader10(path).workspace(root)
-
-
-def _is_flowjo9(root: ET.Element) -> bool:
-    version = _attr(root, "flowJoVersion") or ""
-    major = version.split(".", 1)[0]
-    return major.isdigit() and int(major) < 10

@@ -2,7 +2,7 @@
 
 Called by :func:`cd7flow.io.flowjo.read_flowjo_workspace` when the root
 ``<Workspace>`` says ``flowJoVersion`` < 10; returns the same
-:class:`~cd7flow.io.flowjo.FlowJoWorkspace` / ``WorkspaceSample`` objects as the
+:class:`~cd7flow.io.workspace.Workspace` / ``WorkspaceSample`` objects as the
 FlowJo 10 reader, so counts can be compared with the ones FlowJo stored.
 
 How FlowJo 9 stores things, and what we do with it (layout as read by
@@ -46,19 +46,20 @@ here; rectangles and ranges agree exactly up to the table interpolation.
 """
 from __future__ import annotations
 
-import math
 import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from gating.dimensions import Dimension
-from gating.gates import BooleanGate, EllipsoidGate, Gate, GateReference, PolygonGate, RectangleGate
+from gating.dimensions import FCS_COMPENSATION, UNCOMPENSATED, Dimension
+from gating.gates import BooleanGate, EllipsoidGate, Gate, GateReference, OutsideGate, PolygonGate, RectangleGate
 
 from ..compensation import SpilloverMatrix
-from ..datasource import GatingStrategy
 from ..errors import CD7FlowError, GatingError, TransformError, WorkspaceError
+from ..strategy import GatingStrategy
 from ..transforms import FlowJoLogTransform, Transform
+from .workspace import Workspace, WorkspaceSample, build_workspace, population_count
+from .xml_safe import attribute, finite_number
 
 __all__ = ["read_flowjo9", "CalibrationTableTransform"]
 
@@ -112,13 +113,7 @@ class CalibrationTableTransform(Transform):
 
 
 def _num(raw: str | None, what: str, path: str) -> float:
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise WorkspaceError(path, f"{what}: {raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise WorkspaceError(path, f"{what}: {raw!r} is not finite")
-    return value
+    return finite_number(raw, what, lambda problem: WorkspaceError(path, problem))
 
 
 class _Reader9:
@@ -171,40 +166,18 @@ class _Reader9:
         return out
 
     # -- workspace ------------------------------------------------------------
-    def workspace(self):
-        from .flowjo import FlowJoWorkspace
-
+    def workspace(self) -> Workspace:
         version = self.root.get("flowJoVersion") or self.root.get("version") or "?"
         sample_list = self.root.find("SampleList")
         if sample_list is None:
             raise self.fail("no <SampleList> (not a FlowJo workspace)")
-        by_id = {}
-        for el in sample_list.findall("Sample"):
-            ws = self.sample(el)
-            if ws.sample_id in by_id:
-                raise self.fail(f"sample id {ws.sample_id} is used twice")
-            by_id[ws.sample_id] = ws
-        groups: dict[str, list[str]] = {}
         groups_el = self.root.find("Groups")
-        for node in groups_el.findall("GroupNode") if groups_el is not None else []:
-            gname = node.get("name") or ""
-            members = []
-            for ref in node.iter("SampleRef"):
-                ws = by_id.get(ref.get("sampleID") or "")
-                if ws is not None and ws.name not in members:
-                    members.append(ws.name)
-                    ws.groups.append(gname)
-            groups[gname] = members
-        samples = {}
-        for ws in by_id.values():
-            if ws.name in samples:
-                raise self.fail(f"two samples are named {ws.name!r} (same $FIL)")
-            samples[ws.name] = ws
-        return FlowJoWorkspace(self.path, version, samples, groups)
+        groups = ((node.get("name") or "", [ref.get("sampleID") or "" for ref in node.iter("SampleRef")])
+                  for node in (groups_el.findall("GroupNode") if groups_el is not None else []))
+        return build_workspace(self.path, version, (self.sample(el) for el in sample_list.findall("Sample")),
+                               groups, self.fail, name_note=" (same $FIL)")
 
-    def sample(self, el: ET.Element):
-        from .flowjo import WorkspaceSample
-
+    def sample(self, el: ET.Element) -> WorkspaceSample:
         node = el.find("SampleNode")
         if node is None:
             raise self.fail("a <Sample> has no <SampleNode>")
@@ -217,8 +190,8 @@ class _Reader9:
         strategy = GatingStrategy(source_path=self.path)
         ws = WorkspaceSample(sample_id=sid, name=name, uri=None, strategy=strategy, keywords=keywords)
         for attr in (node.get("count"), el.get("eventCount")):
-            if attr is not None and attr.isdigit():
-                ws.event_count = int(attr)
+            if population_count(attr) is not None:
+                ws.event_count = population_count(attr)
                 break
         ctx = _Sample9(self, strategy, self.compensation(el, strategy, what), self.parameters(el), what)
         ctx.populations(node, (), ws.flowjo_counts)
@@ -230,7 +203,7 @@ class _Reader9:
         if cid in ("", "-2", "0"):
             return None
         if cid == "-1":  # acquisition-defined: the FCS file's own spillover keyword
-            return {"id": "FCS", "prefix": "<", "suffix": ">", "detectors": None}
+            return {"id": FCS_COMPENSATION, "prefix": "<", "suffix": ">", "detectors": None}
         if not cid.isdigit() or not 1 <= int(cid) <= len(self.matrices):
             raise self.fail(f"{what}: compensationID {cid!r} names no CompensationMatrix "
                             f"(the workspace has {len(self.matrices)})")
@@ -284,7 +257,7 @@ class _Sample9:
         if idx and idx.isdigit() and 1 <= int(idx) <= len(self.r.tables):
             tname, tel = self.r.tables[int(idx) - 1]
             return self.r.table(tname, tel, f"table:{tname}")
-        wanted = f"{comp_id} {name}" if comp_id not in (None, "FCS") else None
+        wanted = f"{comp_id} {name}" if comp_id not in (UNCOMPENSATED, FCS_COMPENSATION) else None
         for tname, tel in self.r.tables:
             if wanted is not None and tname.strip() == wanted:
                 return self.r.table(tname, tel, f"table:{tname}")
@@ -315,17 +288,15 @@ class _Sample9:
                 self.r_add(gate, parent)
             except GatingError as exc:
                 raise self.r.fail(f"{self.what}: population {'/'.join(path)!r}: {exc}") from None
-            count = child.get("count")
-            if count is not None and count.isdigit():
-                counts[path] = int(count)
+            count = population_count(child.get("count"))
+            if count is not None:
+                counts[path] = count
             self.populations(child, path, counts)
 
     def r_add(self, gate: Gate, parent: tuple[str, ...]) -> None:
         self.strategy.tree.add(gate, parent or None)
 
     def gate(self, pop: ET.Element, name: str, path: tuple[str, ...]) -> Gate:
-        from .flowjo import OutsideGate
-
         boolean = pop.find("BooleanGate")
         if boolean is not None:
             gate: Gate = self.boolean(boolean, name, path)
@@ -440,6 +411,13 @@ def _fwd_many(xf: Transform | None, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_flowjo9(path: str, root: ET.Element):
-    """Build a :class:`~cd7flow.io.flowjo.FlowJoWorkspace` from a parsed FlowJo 7-9 XML root."""
+def is_flowjo9(root: ET.Element) -> bool:
+    """A ``<Workspace>`` root written by FlowJo 7-9 (``flowJoVersion`` below 10)."""
+    version = attribute(root, "flowJoVersion") or ""
+    major = version.split(".", 1)[0]
+    return major.isdigit() and int(major) < 10
+
+
+def read_flowjo9(path: str, root: ET.Element) -> Workspace:
+    """Build a :class:`~cd7flow.io.workspace.Workspace` from a parsed FlowJo 7-9 XML root."""
     return _Reader9(path, root).workspace()

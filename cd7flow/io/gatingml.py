@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from gating.dimensions import Dimension, RatioDimension
+from gating.dimensions import (
+    FCS_COMPENSATION,
+    UNCOMPENSATED,
+    UNCOMPENSATED_NAME,
+    Dimension,
+    RatioDimension,
+    is_uncompensated,
+)
 from gating.gates import (
     BooleanGate,
     Divider,
@@ -39,19 +47,24 @@ from gating.gates import (
     QuadrantGate,
     RectangleGate,
 )
+from gating.errors import GatingError as GeometryError
 from gating.tree import GatingTree, Population
 
-from ..datasource import GatingStrategy, SpectrumMatrix
-from ..outputs import atomic_output
-from .xml_safe import attribute, child, children, local_name, parse_xml
+from ..compensation.spectrum import SpectrumMatrix
 from ..errors import GatingError, GatingMLError, TransformError
+from ..outputs import atomic_output
+from ..strategy import GatingStrategy
 from ..transforms import BoundedTransform, Transform, transform_from_spec
+from .xml_safe import attribute, child, children, iterparse_xml, local_name, number_attribute
 
 __all__ = ["read_gatingml", "write_gatingml", "GatingStrategy"]
 
 NS_GATING = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
 NS_TRANSFORMS = "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
 NS_DATATYPE = "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"
+
+MAX_NESTING = 100
+"""Deepest nesting of foreign container elements around the Gating-ML definitions."""
 
 _KINDS = {
     "flin": ("T", "A"),
@@ -78,18 +91,7 @@ class _Reader:
 
     def number(self, el: ET.Element, name: str, what: str, default: float | None = None,
                required: bool = True) -> float | None:
-        raw = _attr(el, name)
-        if raw is None:
-            if default is not None or not required:
-                return default
-            raise self.fail(f"{what}: missing attribute {name!r}")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not a number") from None
-        if not np.isfinite(value):
-            raise self.fail(f"{what}: attribute {name}={raw!r} is not finite")
-        return value
+        return number_attribute(el, name, what, self.fail, required=required, default=default)
 
     # -- transforms and compensation --
     def transformation(self, el: ET.Element, strategy: GatingStrategy) -> None:
@@ -154,8 +156,8 @@ class _Reader:
 
     # -- gates --
     def dimension(self, el: ET.Element, what: str) -> Dimension:
-        comp = _attr(el, "compensation-ref", "uncompensated")
-        comp = None if comp in ("", "uncompensated") else comp
+        comp = _attr(el, "compensation-ref", UNCOMPENSATED_NAME)
+        comp = UNCOMPENSATED if is_uncompensated(comp) else comp
         xform = _attr(el, "transformation-ref") or None
         fcs = _kid(el, "fcs-dimension")
         new = _kid(el, "new-dimension")
@@ -235,12 +237,10 @@ class _Reader:
             return BooleanGate(gid, _local(ops[0].tag), refs)
         raise self.fail(f"unsupported gate element {kind!r}")
 
-    def document(self, root: ET.Element) -> GatingStrategy:
-        if _local(root.tag) != "Gating-ML":
-            raise self.fail(f"root element is <{_local(root.tag)}>, not <Gating-ML>")
+    def document(self, events: Iterator[tuple[str, ET.Element]]) -> GatingStrategy:
         strategy = GatingStrategy(source_path=self.path)
         pending: list[tuple[Gate, str | None]] = []
-        for el in self._definitions(root):
+        for el in self._definitions(events):
             name = _local(el.tag)
             try:
                 if name == "transformation":
@@ -249,51 +249,74 @@ class _Reader:
                     self.spectrum_matrix(el, strategy)
                 elif name.endswith("Gate"):
                     pending.append((self.gate(el), _attr(el, "parent_id") or None))
-            except GatingError as exc:
+            except GeometryError as exc:  # gating's own (polygon < 3 vertices, min > max) or cd7flow's
                 raise self.fail(str(exc)) from None
         self.build_tree(strategy.tree, pending)
         self.check_references(strategy)
         return strategy
 
-    def _definitions(self, parent: ET.Element):
-        """Top-level definitions; elements of foreign namespaces are looked into, not skipped
-        (files wrap gates in vendor containers such as <sample>)."""
-        for el in parent:
-            tag = el.tag if isinstance(el.tag, str) else ""
-            ns = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
-            if ns in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE):
+    def _definitions(self, events: Iterator[tuple[str, ET.Element]]) -> Iterator[ET.Element]:
+        """Top-level definitions, each complete, in file order; elements of foreign namespaces
+        are looked into, not skipped (files wrap gates in vendor containers such as <sample>).
+
+        Read as a stream: a definition is let go once used, so a file of 200,000 gates
+        never stands as one XML tree. Containers nested deeper than :data:`MAX_NESTING`
+        are refused.
+        """
+        open_elements: list[ET.Element] = []  # the root, then the elements now open below it
+        in_definition = 0  # open Gating-ML elements (a definition and its parts)
+        for event, el in events:
+            ours = _namespace(el.tag) in (NS_GATING, NS_TRANSFORMS, NS_DATATYPE)
+            if event == "start":
+                if not open_elements and _local(el.tag) != "Gating-ML":
+                    raise self.fail(f"root element is <{_local(el.tag)}>, not <Gating-ML>")
+                if open_elements and not in_definition and not ours and len(open_elements) >= MAX_NESTING:
+                    raise self.fail(f"elements are nested more than {MAX_NESTING} deep (at <{_local(el.tag)}>); "
+                                    "not a Gating-ML document")
+                in_definition += ours and len(open_elements) > 0
+                open_elements.append(el)
+                continue
+            open_elements.pop()
+            if not open_elements:  # the root's end
+                return
+            if ours:
+                in_definition -= 1
+                if in_definition:
+                    continue
                 yield el
-            elif tag:
-                yield from self._definitions(el)
+            elif in_definition:
+                continue  # a foreign element inside a definition is part of it
+            del open_elements[-1][-1]  # el, its parent's last child: done with it
 
     def build_tree(self, tree: GatingTree, pending: list[tuple[Gate, str | None]]) -> None:
-        """Add gates parents first; a parent_id may name a gate or a quadrant."""
-        ids: set[str] = set()
-        for gate, _ in pending:
+        """Add gates parents first; a parent_id may name a gate or a quadrant.
+
+        Gates are added in file order, except that a gate whose parent comes later in
+        the file waits for it (and is added after the gates that did not wait): the
+        order a repeated sweep over the file would give, computed in one pass.
+        """
+        owner: dict[str, int] = {}  # gate/quadrant id -> index in pending of the gate defining it
+        for i, (gate, _) in enumerate(pending):
             names = gate.quadrant_ids if isinstance(gate, QuadrantGate) else (gate.id,)
             for n in names:
-                if n in ids:
+                if n in owner:
                     raise self.fail(f"gate id {n!r} is used twice")
-                ids.add(n)
+                owner[n] = i
             if isinstance(gate, QuadrantGate):
-                ids.add(gate.id)
-        where: dict[str, tuple[str, ...]] = {}  # gate/quadrant id -> population path
-        todo = list(pending)
-        while todo:
-            left = []
-            for gate, parent in todo:
-                if parent is not None and parent not in where:
-                    left.append((gate, parent))
-                    continue
-                parent_path = where[parent] if parent else None
-                for pop in tree.add(gate, parent_path):
-                    where[pop.name] = pop.path
-                if isinstance(gate, QuadrantGate):
-                    where.setdefault(gate.id, parent_path or ())
-            if len(left) == len(todo):
-                bad = ", ".join(f"{g.id!r} (parent {p!r})" for g, p in left)
-                raise self.fail(f"parent_id refers to a missing gate or forms a cycle: {bad}")
-            todo = left
+                owner.setdefault(gate.id, i)
+        sweep = _sweeps(pending, owner)
+        stuck = [pending[i] for i, k in enumerate(sweep) if k is None]
+        if stuck:
+            bad = ", ".join(f"{g.id!r} (parent {p!r})" for g, p in stuck)
+            raise self.fail(f"parent_id refers to a missing gate or forms a cycle: {bad}")
+        where: dict[str, Population | None] = {}  # gate/quadrant id -> population (None = the root)
+        for i in sorted(range(len(pending)), key=lambda i: (sweep[i], i)):
+            gate, parent = pending[i]
+            parent_pop = where[parent] if parent else None
+            for pop in tree.add(gate, parent_pop):
+                where[pop.name] = pop
+            if isinstance(gate, QuadrantGate):
+                where.setdefault(gate.id, parent_pop)
 
     def check_references(self, strategy: GatingStrategy) -> None:
         for what, ref in self.new_dimensions:
@@ -313,20 +336,125 @@ class _Reader:
                         raise self.fail(f"gate {gate.id!r}: transformation-ref {dim.transform!r} is an fratio; "
                                         "a ratio is used as a new-dimension, not as a scale")
                     raise self.fail(f"gate {gate.id!r}: unknown transformation-ref {dim.transform!r}")
-                if dim.compensation not in (None, "FCS") and dim.compensation not in strategy.compensations:
+                if not is_uncompensated(dim.compensation) and dim.compensation != FCS_COMPENSATION \
+                        and dim.compensation not in strategy.compensations:
                     raise self.fail(f"gate {gate.id!r}: unknown compensation-ref {dim.compensation!r}")
+        cycle = _dependency_cycle(strategy.tree)
+        if cycle:
+            raise self.fail("boolean gates depend on themselves (through their operands and parents): "
+                            + " -> ".join(cycle))
+
+
+def _sweeps(pending: list[tuple[Gate, str | None]], owner: dict[str, int]) -> list[int | None]:
+    """For each gate, the sweep over the file in which its parent exists (None: never).
+
+    A top-level gate is placed in sweep 1; a gate after its parent in the file in its
+    parent's sweep, before it in the next one. A missing parent or a cycle of
+    parent_ids leaves the gate (and every gate below it) at None. Iterative, so a
+    chain of nested gates of any length is fine.
+    """
+    n = len(pending)
+    sweep: list[int | None] = [None] * n
+    settled = [False] * n
+    for start in range(n):
+        chain: list[int] = []
+        on_chain: set[int] = set()
+        j: int | None = start
+        while j is not None and not settled[j] and j not in on_chain:
+            chain.append(j)
+            on_chain.add(j)
+            parent = pending[j][1]
+            j = owner.get(parent, -1) if parent is not None else None
+            if j == -1:  # a parent_id no gate defines
+                break
+        # j is None (reached the root), settled, on the chain (a cycle) or -1 (missing)
+        for k in reversed(chain):
+            parent = pending[k][1]
+            if parent is None:
+                sweep[k] = 1
+            else:
+                p = owner.get(parent)
+                if p is not None and settled[p] and sweep[p] is not None:
+                    sweep[k] = sweep[p] + (0 if p < k else 1)
+            settled[k] = True
+    return sweep
+
+
+def _dependency_cycle(tree: GatingTree) -> list[str]:
+    """Gate ids of a cycle in 'needs the mask of' (operands of boolean gates, and parents), or [].
+
+    Found before gating so that such a file is refused with its name, not at evaluation.
+    Iterative depth-first search: the tree may be deep.
+    """
+    def needs(pop: Population) -> list[Population]:
+        out = [pop.parent] if pop.parent is not None else []
+        if isinstance(pop.gate, BooleanGate):
+            out += [tree.find(ref) for ref in pop.gate.references]
+        return out
+
+    state: dict[Population, int] = {}  # 1 = on the current path, 2 = done
+    for start in tree.populations():
+        if start in state or not isinstance(start.gate, BooleanGate):
+            continue
+        path = [start]
+        stack = [iter(needs(start))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                loop = path[path.index(nxt):] + [nxt]
+                return [p.name for p in loop]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(needs(nxt)))
+    return []
 
 
 def read_gatingml(path: str | os.PathLike) -> GatingStrategy:
     """Read a Gating-ML 2.0 file into a GatingStrategy (tree, transforms, compensations, ratios)."""
     path = os.fspath(path)
-    root = parse_xml(path, GatingMLError)
-    return _Reader(path).document(root)
+    return _Reader(path).document(iterparse_xml(path, GatingMLError))
+
+
+def _namespace(tag) -> str:
+    """'{ns}name' -> 'ns' ('' without a namespace, or for a comment)."""
+    return tag[1:].split("}", 1)[0] if isinstance(tag, str) and tag.startswith("{") else ""
 
 
 # ---------------------------------------------------------------- writing --
 def _q(ns: str, name: str) -> str:
     return f"{{{ns}}}{name}"
+
+
+_PREFIXES = {NS_GATING: "gating", NS_TRANSFORMS: "transforms", NS_DATATYPE: "data-type"}
+"""The prefixes Gating-ML files conventionally use (the namespace map of our output)."""
+
+
+def _with_prefixes(root: ET.Element) -> ET.Element:
+    """Spell ``{namespace}name`` tags and attributes as ``prefix:name``, declaring on the root
+    (sorted by prefix) the namespaces used: ElementTree's own prefix map is process-wide
+    (``ET.register_namespace``), this one is local to the document."""
+    used: set[str] = set()
+
+    def prefixed(name: str) -> str:
+        if name.startswith("{"):
+            ns, local = name[1:].split("}", 1)
+            used.add(ns)
+            return f"{_PREFIXES[ns]}:{local}"
+        return name
+
+    for el in root.iter():
+        el.tag = prefixed(el.tag)
+        if el.attrib:
+            el.attrib = {prefixed(k): v for k, v in el.attrib.items()}
+    own = dict(root.attrib)
+    root.attrib = {f"xmlns:{p}": ns for p, ns in sorted((_PREFIXES[ns], ns) for ns in used)}
+    root.attrib.update(own)
+    return root
 
 
 def _num(value: float) -> str:
@@ -342,7 +470,7 @@ class _Writer:
         for p in pops:
             counts[p.name] = counts.get(p.name, 0) + 1
         # Gating-ML ids are global: a name used twice in the tree is written as its path.
-        self.ids = {p.path: (p.name if counts[p.name] == 1 else "_".join(p.path)) for p in pops}
+        self.ids = {p: (p.name if counts[p.name] == 1 else "_".join(p.path)) for p in pops}
         self.pops = pops
 
     def fail(self, problem: str) -> GatingMLError:
@@ -399,7 +527,7 @@ class _Writer:
                 ET.SubElement(sp, _q(NS_TRANSFORMS, "coefficient"), {_q(NS_TRANSFORMS, "value"): _num(v)})
 
     def dim_attrs(self, d: Dimension) -> dict[str, str]:
-        a = {_q(NS_GATING, "compensation-ref"): d.compensation if d.compensation else "uncompensated"}
+        a = {_q(NS_GATING, "compensation-ref"): UNCOMPENSATED_NAME if is_uncompensated(d.compensation) else d.compensation}
         if d.transform:
             if d.transform not in self.s.transforms:
                 raise self.fail(f"dimension {d} names transform {d.transform!r}, which the strategy lacks")
@@ -417,7 +545,7 @@ class _Writer:
 
     def gate(self, root: ET.Element, pop: Population) -> None:
         g = pop.gate
-        gid = self.ids[pop.path]
+        gid = self.ids[pop]
         kind = type(g)
         for base in (RectangleGate, PolygonGate, EllipsoidGate, QuadrantGate, BooleanGate):
             if isinstance(g, base):
@@ -426,8 +554,8 @@ class _Writer:
         else:
             raise self.fail(f"gate {g.id!r} ({type(g).__name__}) is not a Gating-ML gate type")
         attrs = {_q(NS_GATING, "id"): gid}
-        if pop.parent_path:
-            attrs[_q(NS_GATING, "parent_id")] = self.ids[pop.parent_path]
+        if pop.parent is not None:
+            attrs[_q(NS_GATING, "parent_id")] = self.ids[pop.parent]
         el = ET.SubElement(root, _q(NS_GATING, kind.__name__), attrs)
         if kind is RectangleGate:
             for d, lo, hi in zip(g.dimensions, g.mins, g.maxs):
@@ -477,12 +605,10 @@ class _Writer:
                 except GatingError as exc:
                     raise self.fail(f"boolean gate {g.id!r}: {exc}") from None
                 ET.SubElement(op, _q(NS_GATING, "gateReference"), {
-                    _q(NS_GATING, "ref"): self.ids[target.path],
+                    _q(NS_GATING, "ref"): self.ids[target],
                     _q(NS_GATING, "use-as-complement"): "true" if o.complement else "false"})
 
     def document(self) -> ET.Element:
-        for prefix, ns in (("gating", NS_GATING), ("transforms", NS_TRANSFORMS), ("data-type", NS_DATATYPE)):
-            ET.register_namespace(prefix, ns)
         root = ET.Element(_q(NS_GATING, "Gating-ML"))
         for tid, xf in self.s.transforms.items():
             self.transform(root, tid, xf)
@@ -490,10 +616,10 @@ class _Writer:
             self.ratio(root, r)
         for mid, m in self.s.compensations.items():
             self.matrix(root, mid, m)
-        done_quadrants: set[tuple[int, tuple[str, ...]]] = set()
+        done_quadrants: set[tuple[int, int]] = set()
         for pop in self.pops:
             if isinstance(pop.gate, QuadrantGate):
-                key = (id(pop.gate), pop.parent_path)
+                key = (id(pop.gate), id(pop.parent))
                 if key in done_quadrants:
                     continue
                 done_quadrants.add(key)
@@ -509,7 +635,7 @@ def write_gatingml(strategy: GatingStrategy, path: str | os.PathLike) -> None:
     a Gating-ML 2.0 form (FlowJo biex, FlowJo log) raise GatingMLError.
     """
     path = os.fspath(path)
-    root = _Writer(strategy, path).document()
+    root = _with_prefixes(_Writer(strategy, path).document())
     ET.indent(root)
     data = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
     with atomic_output(path, "wb", error_class=GatingMLError) as fh:

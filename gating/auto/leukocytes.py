@@ -8,13 +8,16 @@ rules hold on any scale or transform).
 """
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy.stats import chi2
 from sklearn.mixture import GaussianMixture
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..errors import GatingError
-from ..gates import BooleanGate, PolygonGate, RectangleGate
-from ._base import AutoGate, ColumnSource, convex_hull, mahalanobis_sq, subsample
+from ..gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
+from ._base import AutoGate, ColumnSource, ParameterError, convex_hull, mahalanobis_sq, renamed, subsample
 from .thresholds import DensityThreshold
 
 POPULATIONS = ("blasts", "lymphocytes", "monocytes", "granulocytes", "cd45_negative")
@@ -46,15 +49,33 @@ class CD45SSCPopulations(AutoGate):
     convex hull of its events that lie within the ``coverage`` Mahalanobis ellipse of
     their own component.
 
-    ``population`` picks what ``predict`` and ``gate_`` return; ``gates_`` holds every
-    population found and ``predict_populations`` gives all masks. When ``population`` is
-    not found, ``fit`` raises GatingError, or with ``require_population=False`` leaves
-    ``gate_`` None and ``predict`` all False (an answer of "none", e.g. no blasts).
+    ``population`` picks what ``predict`` and ``gate_`` return; ``population_gates_`` holds
+    every population found (polygons named by population) and ``predict_populations``
+    gives all masks. When ``population`` is not found, ``fit`` raises GatingError, or with
+    ``require_population=False`` leaves ``gate_`` None and ``predict`` all False (an answer
+    of "none", e.g. no blasts). In a gating tree (:meth:`tree_gates`) every population found
+    is its own node and the gate's own population is the union of all but cd45_negative.
     """
 
     n_dims = 2
     gate_id_default = "blasts"
     min_fit_events = 100
+    _parameter_constraints = {
+        **AutoGate._parameter_constraints,
+        "population": [StrOptions(set(POPULATIONS))],
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "coverage": [Interval(Real, 0, 1, closed="neither")],
+        "dim_gap": [Interval(Real, 0, None, closed="left")],
+        "mono_ssc_gap": [Interval(Real, 0, None, closed="left")],
+        "gran_ssc_gap": [Interval(Real, 0, None, closed="left")],
+        "negative_merge_gap": [Interval(Real, 0, None, closed="left")],
+        "merge_ratio": [Interval(Real, 0, 1, closed="both")],
+        "background_sd_ratio": [Interval(Real, 0, None, closed="neither")],
+        "require_population": ["boolean"],
+        "min_weight": [Interval(Real, 0, 1, closed="left")],
+        "max_fit_events": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(self, dimensions=("CD45", "SSC-A"), population: str = "blasts", n_components: int = 8,
                  coverage: float = 0.95, dim_gap: float = 1.0, mono_ssc_gap: float = 1.5,
@@ -62,9 +83,8 @@ class CD45SSCPopulations(AutoGate):
                  background_sd_ratio: float = 4.0, require_population: bool = True,
                  min_weight: float = 0.005,
                  max_fit_events: int | None = 40_000, random_state: int = 0, gate_id: str | None = None):
-        super().__init__(dimensions, gate_id or population)
-        if population not in POPULATIONS:
-            raise GatingError(f"CD45SSCPopulations: population must be one of {POPULATIONS}, got {population!r}")
+        self.dimensions = dimensions
+        self.gate_id = gate_id
         self.population = population
         self.n_components = n_components
         self.coverage = coverage
@@ -110,18 +130,18 @@ class CD45SSCPopulations(AutoGate):
         # low-SSC myeloid cells) put granulocytes inside the blast polygon; a later gate can
         # then refine against them.
         pop_of = np.array([self.labels_.get(k, "") for k in range(self.n_components)])[comp]
-        src = ColumnSource(X, self.dimensions)
+        src = ColumnSource(X, self.dimensions_)
         self.contamination_ = {}
         for pop, v in self.vertices_.items():
-            inside = np.asarray(PolygonGate(pop, self.dimensions, v).contains(src), dtype=bool)
+            inside = np.asarray(PolygonGate(pop, self.dimensions_, v).contains(src), dtype=bool)
             n_in = max(int(inside.sum()), 1)
             self.contamination_[pop] = {other: float(np.count_nonzero(pop_of[inside] == other)) / n_in
                                         for other in POPULATIONS if other != pop}
         if self.population not in self.vertices_ and self.require_population:
             found = ", ".join(sorted(self.vertices_)) or "none"
             raise GatingError(
-                f"CD45SSCPopulations ({self.gate_id}): no {self.population} population found on "
-                f"{[str(d) for d in self.dimensions]} (found: {found})"
+                f"CD45SSCPopulations ({self._id()}): no {self.population} population found on "
+                f"{[str(d) for d in self.dimensions_]} (found: {found})"
             )
 
     def _merge_components(self, gmm: GaussianMixture, usable: list[int]) -> list[list[int]]:
@@ -261,15 +281,16 @@ class CD45SSCPopulations(AutoGate):
         self.separation_ = {tuple(clusters[c]): (float(v[0]), float(v[1])) for c, v in sep.items()}
         return {k: names[c] for c, ks in enumerate(clusters) for k in ks}
 
-    def _build_gate(self) -> PolygonGate:
-        self.gates_ = {
-            pop: PolygonGate(self.gate_id if pop == self.population else pop, self.dimensions, v)
-            for pop, v in self.vertices_.items()
-        }
-        return self.gates_.get(self.population)
+    def _id(self) -> str:
+        return self.gate_id or self.population
+
+    def _build_gate(self) -> PolygonGate | None:
+        self.population_gates_ = {pop: PolygonGate(pop, self.dimensions_, v) for pop, v in self.vertices_.items()}
+        gate = self.population_gates_.get(self.population)
+        return None if gate is None else renamed(gate, self._id())
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        if self._gate is None:  # population absent and not required: nobody is in it
+        if self.gate_ is None:  # population absent and not required: nobody is in it
             return np.zeros(X.shape[0], dtype=bool)
         return super()._predict(X)
 
@@ -277,8 +298,21 @@ class CD45SSCPopulations(AutoGate):
         """Masks of every population found (name -> bool mask)."""
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
-        src = ColumnSource(X, self.dimensions)
-        return {pop: np.asarray(g.contains(src), dtype=bool) for pop, g in self.gates_.items()}
+        src = ColumnSource(X, self.dimensions_)
+        return {pop: np.asarray(g.contains(src), dtype=bool) for pop, g in self.population_gates_.items()}
+
+    def tree_gates(self, gate_id: str | None = None) -> list:
+        """Every population found (named by population), then the leukocytes: the union of
+        all of them but cd45_negative, named ``gate_id``."""
+        self._check_fitted()
+        gate_id = gate_id or self._id()
+        pops = list(self.population_gates_.values())
+        leukocytes = [g for g in pops if g.id != "cd45_negative"]
+        if not leukocytes:
+            raise GatingError(f"CD45SSCPopulations ({gate_id}): found no CD45+ population")
+        if len(leukocytes) == 1:
+            return pops + [renamed(leukocytes[0], gate_id)]
+        return pops + [BooleanGate(gate_id, "or", [g.id for g in leukocytes])]
 
 
 class LineageGate(AutoGate):
@@ -290,112 +324,183 @@ class LineageGate(AutoGate):
     The marker being screened (CD7) must never be one of these: refining on it would
     select the answer.
 
-    ``gates_`` holds one range gate per marker (x >= threshold); ``gate_`` is that gate
-    when there is one marker, a RectangleGate for ``mode="all"``, and for ``mode="any"``
-    a BooleanGate 'or' over ``gates_`` (add ``gates_`` to the tree with it).
+    ``groups`` (lists of column indices, mode "any"): the blasts' lineage is the group whose
+    markers cover most of the events, and only its markers refine. ``against`` (fit): normal
+    cells sharing the blasts' region; a marker of the chosen group that most of them carry
+    counts only above their ``against_percentile``.
 
     ``primary`` (column indices, e.g. CD34): when at least ``primary_fraction`` of the
     chosen group's positive events are primary-positive, ``primary_`` / ``secondary_``
-    name the group's primary and other columns. The gate itself still keeps any marker;
-    the caller may keep secondary-only events only inside an ellipsoid holding
-    ``primary_coverage`` of the primary-positive events (cd7flow's protocol gating does).
+    name the group's primary and other columns, and with ``shape_dimensions`` (e.g. CD45
+    and SSC, given as extra trailing columns of X) secondary-only events count only inside
+    the ellipsoid holding ``primary_coverage`` of the primary-positive events on the shape
+    dimensions and the secondary markers (chi-square quantile of the Mahalanobis distance;
+    ``shape_gate_``): CD34-negative blasts look like the CD34+ blasts there, CD33-bright
+    monocytes sharing the blast gate do not.
+
+    ``gate_``: one marker's range gate (x >= threshold), a RectangleGate for ``mode="all"``,
+    else a BooleanGate over ``gates_`` (one range gate per chosen marker, plus the
+    ellipsoid and its boolean parts when the primary split applies).
     """
 
+    n_dims = None
     gate_id_default = "lineage"
     min_fit_events = 10
+    _parameter_constraints = {
+        **AutoGate._parameter_constraints,
+        "mode": [StrOptions({"any", "all"})],
+        "percentile": [Interval(Real, 0, 100, closed="neither")],
+        "groups": ["array-like", None],
+        "against_percentile": [Interval(Real, 0, 100, closed="neither")],
+        "primary": ["array-like", None],
+        "primary_fraction": [Interval(Real, 0, 1, closed="both")],
+        "primary_coverage": [Interval(Real, 0, 1, closed="neither")],
+        "shape_dimensions": ["array-like", None],
+    }
 
     def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, groups=None,
                  against_percentile: float = 99.0, primary=None, primary_fraction: float = 0.5,
-                 primary_coverage: float = 0.99,
-                 gate_id: str | None = None):
-        dims = [dimensions] if isinstance(dimensions, str) else list(dimensions)
-        self.n_dims = len(dims)
-        super().__init__(dims, gate_id)
-        if mode not in ("any", "all"):
-            raise GatingError(f"LineageGate: mode must be 'any' or 'all', got {mode!r}")
+                 primary_coverage: float = 0.99, shape_dimensions=None, gate_id: str | None = None):
+        self.dimensions = dimensions
         self.mode = mode
         self.percentile = percentile
+        self.groups = groups
         self.against_percentile = against_percentile
-        self.groups = None if groups is None else [sorted({int(j) for j in g}) for g in groups if len(g)]
-        self.primary = sorted({int(j) for j in primary}) if primary else []
-        self.primary_fraction = float(primary_fraction)
-        self.primary_coverage = float(primary_coverage)
-        if self.groups is not None:
-            if mode != "any":
-                raise GatingError("LineageGate: groups need mode='any'")
-            if not self.groups or any(j < 0 or j >= self.n_dims for g in self.groups for j in g):
-                raise GatingError(f"LineageGate: groups must be non-empty lists of column indices < {self.n_dims}")
+        self.primary = primary
+        self.primary_fraction = primary_fraction
+        self.primary_coverage = primary_coverage
+        self.shape_dimensions = shape_dimensions
+        self.gate_id = gate_id
 
+    # --- parameters ---------------------------------------------------------
+    def _markers(self) -> list:
+        return [self.dimensions] if isinstance(self.dimensions, str) else list(self.dimensions)
+
+    def _dimension_param(self):
+        return self._markers() + list(self.shape_dimensions or ())
+
+    def _n_columns(self) -> int:
+        return len(self._dimension_param())
+
+    def _groups(self) -> list[list[int]] | None:
+        if self.groups is None:
+            return None
+        return [sorted({int(j) for j in g}) for g in self.groups if len(g)]
+
+    def _primary(self) -> list[int]:
+        return sorted({int(j) for j in self.primary}) if self.primary else []
+
+    def _check_params(self) -> None:
+        n = len(self._markers())
+        groups = self._groups()
+        if groups is not None:
+            if self.mode != "any":
+                raise ParameterError("groups", "LineageGate: groups need mode='any'")
+            if not groups or any(j < 0 or j >= n for g in groups for j in g):
+                raise ParameterError("groups", f"LineageGate: groups must be non-empty lists of column indices < {n}")
+        if any(j < 0 or j >= n for j in self._primary()):
+            raise ParameterError("primary", f"LineageGate: primary must be column indices < {n}")
+
+    # --- fitting ------------------------------------------------------------
     def fit(self, X, y=None, reference=None, against=None) -> "LineageGate":
         """``reference``: events negative for every marker (thresholds); ``against``: normal
-        cells sharing the blasts' region (e.g. granulocytes) - with ``groups``, a marker of the
-        chosen group that most of them carry has its threshold raised to their
-        ``against_percentile``."""
-        self._reference = None if reference is None else np.asarray(reference, dtype=np.float64)
-        if self._reference is not None and self._reference.ndim == 1:
-            self._reference = self._reference[:, None]
-        self._against = None if against is None else np.asarray(against, dtype=np.float64).reshape(-1, self.n_dims)
-        return super().fit(X, y)
+        cells sharing the blasts' region (e.g. granulocytes). Both are events x markers
+        arrays (extra trailing columns are ignored); neither is kept."""
+        return super().fit(X, y, reference=reference, against=against)
 
-    def _fit(self, X: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, reference=None, against=None) -> None:
+        n = len(self._markers())
+        if reference is not None:
+            reference = np.asarray(reference, dtype=np.float64)
+            reference = reference[:, None] if reference.ndim == 1 else reference
         thresholds = []
-        for j in range(self.n_dims):
-            if self._reference is not None:
-                ref = self._reference[:, j]
+        for j in range(n):
+            if reference is not None:
+                ref = reference[:, j]
                 ref = ref[np.isfinite(ref)]
                 if ref.size < self.min_fit_events:
-                    raise GatingError(f"LineageGate ({self.gate_id}): reference has only {ref.size} events")
+                    raise GatingError(f"LineageGate ({self._id()}): reference has only {ref.size} events")
                 thresholds.append(float(np.percentile(ref, self.percentile)))
             else:
-                thresholds.append(DensityThreshold(self.dimensions[j]).fit(X[:, j]).threshold_)
+                thresholds.append(DensityThreshold(self.dimensions_[j]).fit(X[:, j]).threshold_)
         self.thresholds_ = np.array(thresholds)
         # With lineage groups (e.g. T: CD3, CD5; myeloid: CD34, CD117, CD33) the blasts' lineage
         # is the group whose markers cover most of the parent's events, and only that group
         # refines: "any marker of any lineage" would also keep the other lineage's normal cells
         # that share the CD45/SSC region (CD33-dim granulocytes under T-ALL blasts, CD3+ T cells
         # under AML blasts).
-        self.selected_ = list(range(self.n_dims))
+        self.selected_ = list(range(n))
         self.group_fractions_ = None
         self.primary_, self.secondary_, self.primary_share_ = [], [], None
-        if self.groups is not None:
-            pos = X >= self.thresholds_
-            self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in self.groups]
-            self.selected_ = self.groups[int(np.argmax(self.group_fractions_))]
-            against = getattr(self, "_against", None)
-            if against is not None and against.shape[0] >= self.min_fit_events:
-                # A marker of the chosen lineage that most of the ``against`` cells carry (CD33 is
-                # dim on granulocytes) still counts, but only above those cells' own percentile:
-                # CD33-bright blasts stay, CD33-dim granulocytes go.
-                for j in self.selected_:
-                    col = against[:, j][np.isfinite(against[:, j])]
-                    if col.size and np.mean(col >= self.thresholds_[j]) > 0.5:
-                        self.thresholds_[j] = max(self.thresholds_[j], float(np.percentile(col, self.against_percentile)))
-            # A primary (immaturity) marker of the chosen lineage (CD34) that most of the
-            # lineage-positive events carry: ``primary_`` / ``secondary_`` split the group so the
-            # caller can keep secondary-only events (CD33+CD34-) only where they resemble the
-            # primary-positive blasts (normal monocytes are CD33-bright, CD34-negative).
-            prim = [j for j in self.selected_ if j in self.primary]
-            if prim and len(prim) < len(self.selected_):
-                pos = X >= self.thresholds_
-                group_pos = pos[:, self.selected_].any(axis=1)
-                if group_pos.any():
-                    self.primary_share_ = float(np.mean(pos[group_pos][:, prim].any(axis=1)))
-                    if self.primary_share_ >= self.primary_fraction:
-                        self.primary_ = prim
-                        self.secondary_ = [j for j in self.selected_ if j not in prim]
+        self.shape_mean_ = self.shape_covariance_ = None
+        groups = self._groups()
+        if groups is None:
+            return
+        pos = X[:, :n] >= self.thresholds_
+        self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in groups]
+        self.selected_ = groups[int(np.argmax(self.group_fractions_))]
+        if against is not None:
+            against = np.asarray(against, dtype=np.float64)
+            against = against.reshape(-1, n) if against.ndim == 1 else against
+        if against is not None and against.shape[0] >= self.min_fit_events:
+            # A marker of the chosen lineage that most of the ``against`` cells carry (CD33 is
+            # dim on granulocytes) still counts, but only above those cells' own percentile:
+            # CD33-bright blasts stay, CD33-dim granulocytes go.
+            for j in self.selected_:
+                col = against[:, j][np.isfinite(against[:, j])]
+                if col.size and np.mean(col >= self.thresholds_[j]) > 0.5:
+                    self.thresholds_[j] = max(self.thresholds_[j], float(np.percentile(col, self.against_percentile)))
+        # A primary (immaturity) marker of the chosen lineage (CD34) that most of the
+        # lineage-positive events carry splits the group: secondary-only events (CD33+CD34-)
+        # count only where they resemble the primary-positive blasts (normal monocytes are
+        # CD33-bright, CD34-negative).
+        prim = [j for j in self.selected_ if j in self._primary()]
+        if prim and len(prim) < len(self.selected_):
+            pos = X[:, :n] >= self.thresholds_
+            group_pos = pos[:, self.selected_].any(axis=1)
+            if group_pos.any():
+                self.primary_share_ = float(np.mean(pos[group_pos][:, prim].any(axis=1)))
+                if self.primary_share_ >= self.primary_fraction:
+                    self.primary_ = prim
+                    self.secondary_ = [j for j in self.selected_ if j not in prim]
+                    self._fit_shape(X, pos)
+
+    def _fit_shape(self, X: np.ndarray, pos: np.ndarray) -> None:
+        """The ellipsoid of the primary-positive events on the shape dimensions + secondary markers."""
+        n = len(self._markers())
+        if not self.shape_dimensions:
+            return
+        cols = list(range(n, X.shape[1])) + list(self.secondary_)
+        # C order, as a column stack: the pairwise sums of mean/cov then match to the last bit.
+        model = np.ascontiguousarray(X[pos[:, self.primary_].any(axis=1)][:, cols])
+        if model.shape[0] < 10 * len(cols):
+            return
+        cov = np.cov(model.T)
+        if not np.all(np.linalg.eigvalsh(cov) > 0):
+            return
+        self.shape_mean_ = model.mean(axis=0)
+        self.shape_covariance_ = cov
 
     def _build_gate(self):
-        self.gates_ = [
-            RectangleGate(f"{self.gate_id}_{self.dimensions[j].channel}", [self.dimensions[j]],
-                          [self.thresholds_[j]], [None])
-            for j in self.selected_
-        ]
-        if len(self.gates_) == 1:
-            return self.gates_[0]
+        gid = self._id()
+        dims = self.dimensions_
+        marker_gates = {j: RectangleGate(f"{gid}_{dims[j].channel}", [dims[j]], [self.thresholds_[j]], [None])
+                        for j in self.selected_}
+        self.shape_gate_ = None
+        if self.shape_mean_ is not None:
+            n = len(self._markers())
+            shape_dims = list(dims[n:]) + [dims[j] for j in self.secondary_]
+            self.shape_gate_ = EllipsoidGate(f"{gid}_like_primary", shape_dims, self.shape_mean_,
+                                             self.shape_covariance_,
+                                             float(chi2.ppf(self.primary_coverage, len(shape_dims))))
+            secondary = BooleanGate(f"{gid}_secondary", "or", [marker_gates[j].id for j in self.secondary_])
+            like = BooleanGate(f"{gid}_secondary_like_primary", "and", [secondary.id, self.shape_gate_.id])
+            self.gates_ = [*marker_gates.values(), self.shape_gate_, secondary, like]
+            return BooleanGate(gid, "or", [marker_gates[j].id for j in self.primary_] + [like.id])
+        if len(marker_gates) == 1:
+            return renamed(next(iter(marker_gates.values())), gid)
         if self.mode == "all":
-            return RectangleGate(self.gate_id, self.dimensions, list(self.thresholds_), [None] * self.n_dims)
-        return BooleanGate(self.gate_id, "or", [g.id for g in self.gates_])
-
-    def _predict(self, X: np.ndarray) -> np.ndarray:
-        pos = (X >= self.thresholds_)[:, self.selected_]
-        return pos.any(axis=1) if self.mode == "any" else pos.all(axis=1)
+            n = len(self._markers())
+            return RectangleGate(gid, dims[:n], list(self.thresholds_), [None] * n)
+        self.gates_ = list(marker_gates.values())
+        return BooleanGate(gid, "or", [g.id for g in self.gates_])

@@ -1,11 +1,15 @@
 """Quality gates: viable cells (valley on a viability dye) and time-clean (anomalous Time bins)."""
 from __future__ import annotations
 
-import numpy as np
+from numbers import Integral, Real
 
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+from ..dimensions import Dimension
 from ..errors import GatingError
-from ..gates import RectangleGate
-from ._base import AutoGate, ColumnSource
+from ..gates import BooleanGate, RectangleGate
+from ._base import AutoGate
 from .thresholds import DensityThreshold, tail_point
 
 
@@ -18,12 +22,23 @@ class ViabilityGate(DensityThreshold):
     """
 
     gate_id_default = "viable"
+    # Fixed for a viability dye (class attributes, not parameters): keep the dye-low side,
+    # and with one peak put the threshold on its bright side.
+    side = "below"
+    fallback_direction = "right"
+    n_bins = 512
+    _parameter_constraints = {k: v for k, v in DensityThreshold._parameter_constraints.items()
+                              if k not in ("side", "fallback_direction", "n_bins")}
 
     def __init__(self, dimension="Viability", adjust: float = 1.0, min_peak_height: float = 0.02,
                  fallback_fraction: float = 0.01, search: tuple[float, float] | None = None,
                  gate_id: str | None = None):
-        super().__init__(dimension, side="below", search=search, adjust=adjust, min_peak_height=min_peak_height,
-                         fallback_fraction=fallback_fraction, fallback_direction="right", gate_id=gate_id)
+        self.dimension = dimension
+        self.adjust = adjust
+        self.min_peak_height = min_peak_height
+        self.fallback_fraction = fallback_fraction
+        self.search = search
+        self.gate_id = gate_id
 
     def _fit(self, X: np.ndarray) -> None:
         super()._fit(X)
@@ -50,30 +65,40 @@ class TimeCleanGate(AutoGate):
     the end of a gap and the start of the burst after it can have a normal count.
 
     Attributes after fit: ``edges_`` (bin edges), ``counts_``, ``good_bins_`` (bool),
-    ``intervals_`` ([start, end) of each run of good bins), ``gates_`` (one RectangleGate
-    per interval) and ``gate_``: the single interval, or — when anomalies sit inside the
-    run — the longest interval, with ``predict`` still using every good interval.
+    ``intervals_`` ([start, end) of each run of good bins) and ``gate_``: the single
+    interval (a RectangleGate), or, when anomalies sit inside the run, the union of every
+    good interval (a BooleanGate 'or' over ``gates_``, one RectangleGate per interval).
     """
 
     n_dims = 1
     gate_id_default = "time_clean"
     min_fit_events = 100
+    _parameter_constraints = {
+        "dimension": [str, Dimension, "array-like"],
+        "gate_id": [str, None],
+        "n_bins": [Interval(Integral, 5, None, closed="left")],
+        "n_mad": [Interval(Real, 0, None, closed="neither")],
+        "min_relative_change": [Interval(Real, 0, None, closed="left")],
+        "guard_bins": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(self, dimension="Time", n_bins: int = 100, n_mad: float = 5.0, min_relative_change: float = 0.3,
                  guard_bins: int = 1, gate_id: str | None = None):
-        super().__init__(dimension, gate_id)
-        if n_bins < 5:
-            raise GatingError(f"TimeCleanGate: n_bins must be >= 5, got {n_bins}")
+        self.dimension = dimension
         self.n_bins = n_bins
         self.n_mad = n_mad
         self.min_relative_change = min_relative_change
-        self.guard_bins = int(guard_bins)
+        self.guard_bins = guard_bins
+        self.gate_id = gate_id
+
+    def _dimension_param(self):
+        return self.dimension
 
     def _fit(self, X: np.ndarray) -> None:
         t = X[:, 0]
         t0, t1 = float(t.min()), float(t.max())
         if t1 <= t0:
-            raise GatingError(f"TimeCleanGate ({self.gate_id}): Time is constant ({t0}); cannot bin it")
+            raise GatingError(f"TimeCleanGate ({self._id()}): Time is constant ({t0}); cannot bin it")
         edges = np.linspace(t0, t1, self.n_bins + 1)
         counts, _ = np.histogram(t, bins=edges)
         med = float(np.median(counts))
@@ -100,24 +125,16 @@ class TimeCleanGate(AutoGate):
             intervals.append((float(edges[k]), hi))
             k = j + 1
         if not intervals:
-            raise GatingError(f"TimeCleanGate ({self.gate_id}): every Time bin looks anomalous")
+            raise GatingError(f"TimeCleanGate ({self._id()}): every Time bin looks anomalous")
         self.intervals_ = intervals
 
-    def _build_gate(self) -> RectangleGate:
-        self.gates_ = [
-            RectangleGate(self.gate_id if len(self.intervals_) == 1 else f"{self.gate_id}_{i + 1}",
-                          self.dimensions, [lo], [hi])
+    def _build_gate(self):
+        gates = [
+            RectangleGate(self._id() if len(self.intervals_) == 1 else f"{self._id()}_{i + 1}",
+                          self.dimensions_, [lo], [hi])
             for i, (lo, hi) in enumerate(self.intervals_)
         ]
-        if len(self.gates_) == 1:
-            return self.gates_[0]
-        lengths = [(hi if hi is not None else self.edges_[-1]) - lo for lo, hi in self.intervals_]
-        longest = self.intervals_[int(np.argmax(lengths))]
-        return RectangleGate(self.gate_id, self.dimensions, [longest[0]], [longest[1]])
-
-    def _predict(self, X: np.ndarray) -> np.ndarray:
-        src = ColumnSource(X, self.dimensions)
-        mask = np.zeros(X.shape[0], dtype=bool)
-        for g in self.gates_:
-            mask |= g.contains(src)
-        return mask
+        if len(gates) == 1:
+            return gates[0]
+        self.gates_ = gates
+        return BooleanGate(self._id(), "or", [g.id for g in gates])

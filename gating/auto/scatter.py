@@ -5,9 +5,13 @@ are given and return their polygons in those units.
 """
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy.stats import chi2
 from sklearn.mixture import GaussianMixture
+
+from sklearn.utils._param_validation import Interval
 
 from ..errors import GatingError
 from ..gates import PolygonGate
@@ -33,13 +37,20 @@ class CellsGate(AutoGate):
     n_dims = 2
     gate_id_default = "cells"
     min_fit_events = 50
+    _parameter_constraints = {
+        **AutoGate._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "coverage": [Interval(Real, 0, 1, closed="neither")],
+        "debris_fraction": [Interval(Real, 0, 1, closed="both")],
+        "max_fit_events": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(self, dimensions=("FSC-A", "SSC-A"), n_components: int = 4, coverage: float = 0.99,
                  debris_fraction: float = 0.3, max_fit_events: int | None = 30_000, random_state: int = 0,
                  gate_id: str | None = None):
-        super().__init__(dimensions, gate_id)
-        if not 0 < coverage < 1:
-            raise GatingError(f"CellsGate: coverage must be in (0, 1), got {coverage}")
+        self.dimensions = dimensions
+        self.gate_id = gate_id
         self.n_components = n_components
         self.coverage = coverage
         self.debris_fraction = debris_fraction
@@ -77,7 +88,7 @@ class CellsGate(AutoGate):
         if self.debris_threshold_ is not None:
             core &= fsc >= self.debris_threshold_
         if core.sum() < 3:
-            raise GatingError(f"CellsGate ({self.gate_id}): found no cell population on {self.dimensions}")
+            raise GatingError(f"CellsGate ({self._id()}): found no cell population on {self.dimensions_}")
         self.vertices_ = convex_hull(X[core])
 
     def _debris_valley(self, fsc: np.ndarray) -> float | None:
@@ -98,7 +109,7 @@ class CellsGate(AutoGate):
         return valley_between(d, int(low), int(peaks[1]))
 
     def _build_gate(self) -> PolygonGate:
-        return PolygonGate(self.gate_id, self.dimensions, self.vertices_)
+        return PolygonGate(self._id(), self.dimensions_, self.vertices_)
 
 
 class SingletGate(AutoGate):
@@ -116,12 +127,16 @@ class SingletGate(AutoGate):
     n_dims = 2
     gate_id_default = "singlets"
     min_fit_events = 20
+    _parameter_constraints = {
+        **AutoGate._parameter_constraints,
+        "n_mad_low": [Interval(Real, 0, None, closed="neither")],
+        "n_mad_high": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, dimensions=("FSC-A", "FSC-H"), n_mad_low: float = 6.0, n_mad_high: float = 5.0,
                  gate_id: str | None = None):
-        super().__init__(dimensions, gate_id)
-        if n_mad_low <= 0 or n_mad_high <= 0:
-            raise GatingError("SingletGate: n_mad_low and n_mad_high must be > 0")
+        self.dimensions = dimensions
+        self.gate_id = gate_id
         self.n_mad_low = n_mad_low
         self.n_mad_high = n_mad_high
 
@@ -129,7 +144,7 @@ class SingletGate(AutoGate):
         a, h = X[:, 0], X[:, 1]
         ok = (a > 0) & (h > 0)
         if ok.sum() < self.min_fit_events:
-            raise GatingError(f"SingletGate ({self.gate_id}): fewer than {self.min_fit_events} events with A, H > 0")
+            raise GatingError(f"SingletGate ({self._id()}): fewer than {self.min_fit_events} events with A, H > 0")
         ratio = a[ok] / h[ok]
         med = float(np.median(ratio))
         rsd = 1.4826 * float(np.median(np.abs(ratio - med)))
@@ -147,4 +162,4 @@ class SingletGate(AutoGate):
         ])
 
     def _build_gate(self) -> PolygonGate:
-        return PolygonGate(self.gate_id, self.dimensions, self.vertices_)
+        return PolygonGate(self._id(), self.dimensions_, self.vertices_)

@@ -6,14 +6,17 @@ units for a fluorescence channel); every threshold is returned in those units.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
+from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..dimensions import Dimension
 from ..errors import GatingError
 from ..gates import RectangleGate
-from ._base import AutoGate
+from ._base import AutoGate, ParameterError
 
 SIDES = ("above", "below")
 
@@ -84,18 +87,25 @@ def tail_point(d: Density1D, peak: int, fraction: float, direction: str) -> floa
 
 class _Threshold1D(AutoGate):
     n_dims = 1
+    _parameter_constraints = {
+        "dimension": [str, Dimension, "array-like"],
+        "gate_id": [str, None],
+        "side": [StrOptions(set(SIDES))],
+    }
 
     def __init__(self, dimension, side: str = "above", gate_id: str | None = None):
-        super().__init__(dimension, gate_id)
-        if side not in SIDES:
-            raise GatingError(f"{type(self).__name__}: side must be one of {SIDES}, got {side!r}")
+        self.dimension = dimension
         self.side = side
+        self.gate_id = gate_id
+
+    def _dimension_param(self):
+        return self.dimension
 
     def _build_gate(self) -> RectangleGate:
         # Gating-ML ranges are min-inclusive, max-exclusive: "above" keeps x >= t, "below" keeps x < t.
         if self.side == "above":
-            return RectangleGate(self.gate_id, self.dimensions, [self.threshold_], [None])
-        return RectangleGate(self.gate_id, self.dimensions, [None], [self.threshold_])
+            return RectangleGate(self._id(), self.dimensions_, [self.threshold_], [None])
+        return RectangleGate(self._id(), self.dimensions_, [None], [self.threshold_])
 
 
 class DensityThreshold(_Threshold1D):
@@ -118,21 +128,33 @@ class DensityThreshold(_Threshold1D):
     """
 
     gate_id_default = "density_threshold"
+    _parameter_constraints = {
+        **_Threshold1D._parameter_constraints,
+        "search": ["array-like", None],
+        "adjust": [Interval(Real, 0, None, closed="neither")],
+        "min_peak_height": [Interval(Real, 0, 1, closed="both")],
+        "fallback_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "fallback_direction": [StrOptions({"left", "right"})],
+        "n_bins": [Interval(Integral, 2, None, closed="left")],
+    }
 
     def __init__(self, dimension, side: str = "above", search: tuple[float, float] | None = None,
                  adjust: float = 1.0, min_peak_height: float = 0.05, fallback_fraction: float = 0.01,
                  fallback_direction: str = "right", n_bins: int = 512, gate_id: str | None = None):
-        super().__init__(dimension, side, gate_id)
-        if fallback_direction not in ("left", "right"):
-            raise GatingError(f"DensityThreshold: fallback_direction must be 'left' or 'right', got {fallback_direction!r}")
-        if not 0 < fallback_fraction < 1:
-            raise GatingError(f"DensityThreshold: fallback_fraction must be in (0, 1), got {fallback_fraction}")
+        self.dimension = dimension
+        self.side = side
+        self.gate_id = gate_id
         self.search = search
         self.adjust = adjust
         self.min_peak_height = min_peak_height
         self.fallback_fraction = fallback_fraction
         self.fallback_direction = fallback_direction
         self.n_bins = n_bins
+
+    def _check_params(self) -> None:
+        if self.search is not None and (len(self.search) != 2 or not self.search[0] < self.search[1]):
+            raise ParameterError("search", f"{type(self).__name__}: search must be (low, high) with low < high, "
+                                           f"got {self.search!r}")
 
     def _fit(self, X: np.ndarray) -> None:
         x = X[:, 0]
@@ -141,7 +163,7 @@ class DensityThreshold(_Threshold1D):
             x = x[(x >= lo) & (x <= hi)]
             if x.size < self.min_fit_events:
                 raise GatingError(
-                    f"DensityThreshold ({self.gate_id}): only {x.size} events inside search range {self.search}"
+                    f"DensityThreshold ({self._id()}): only {x.size} events inside search range {self.search}"
                 )
         d = density_1d(x, n_bins=self.n_bins, adjust=self.adjust)
         peaks = find_density_peaks(d, min_height=self.min_peak_height)
@@ -159,7 +181,26 @@ class DensityThreshold(_Threshold1D):
             self.method_ = "tail"
 
 
-class PercentileThreshold(_Threshold1D):
+class _ReferenceThreshold(_Threshold1D):
+    """A threshold from a reference population's values (``fit`` takes the reference only)."""
+
+    _parameter_constraints = {
+        **_Threshold1D._parameter_constraints,
+        "min_reference_events": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _min_events(self) -> int:
+        return int(self.min_reference_events)
+
+    def _fit(self, X: np.ndarray) -> None:
+        self.threshold_ = self._threshold(X[:, 0])
+        self.n_reference_ = int(X.shape[0])
+
+    def _threshold(self, x: np.ndarray) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class PercentileThreshold(_ReferenceThreshold):
     """A percentile of a reference population (e.g. the 99.5th of CD7 on B cells + granulocytes,
     or of the same channel in an FMO tube): ``fit`` takes the reference values only.
 
@@ -171,21 +212,24 @@ class PercentileThreshold(_Threshold1D):
     """
 
     gate_id_default = "percentile_threshold"
+    _parameter_constraints = {
+        **_ReferenceThreshold._parameter_constraints,
+        "percentile": [Interval(Real, 0, 100, closed="neither")],
+    }
 
     def __init__(self, dimension, percentile: float = 99.5, side: str = "above", min_reference_events: int = 50,
                  gate_id: str | None = None):
-        super().__init__(dimension, side, gate_id)
-        if not 0 < percentile < 100:
-            raise GatingError(f"PercentileThreshold: percentile must be in (0, 100), got {percentile}")
+        self.dimension = dimension
         self.percentile = percentile
-        self.min_fit_events = int(min_reference_events)
+        self.side = side
+        self.min_reference_events = min_reference_events
+        self.gate_id = gate_id
 
-    def _fit(self, X: np.ndarray) -> None:
-        self.threshold_ = float(np.percentile(X[:, 0], self.percentile))
-        self.n_reference_ = int(X.shape[0])
+    def _threshold(self, x: np.ndarray) -> float:
+        return float(np.percentile(x, self.percentile))
 
 
-class RobustReferenceThreshold(_Threshold1D):
+class RobustReferenceThreshold(_ReferenceThreshold):
     """Median + ``n_sd`` robust SDs of a negative reference population (``fit`` takes it).
 
     The robust SD is half the 15.87th-84.13th percentile range, so up to ~15% of positive
@@ -197,18 +241,21 @@ class RobustReferenceThreshold(_Threshold1D):
     """
 
     gate_id_default = "robust_threshold"
+    _parameter_constraints = {
+        **_ReferenceThreshold._parameter_constraints,
+        "n_sd": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(self, dimension, n_sd: float = 4.0, side: str = "above", min_reference_events: int = 50,
                  gate_id: str | None = None):
-        super().__init__(dimension, side, gate_id)
-        if n_sd <= 0:
-            raise GatingError(f"RobustReferenceThreshold: n_sd must be > 0, got {n_sd}")
+        self.dimension = dimension
         self.n_sd = n_sd
-        self.min_fit_events = int(min_reference_events)
+        self.side = side
+        self.min_reference_events = min_reference_events
+        self.gate_id = gate_id
 
-    def _fit(self, X: np.ndarray) -> None:
-        lo, med, hi = np.percentile(X[:, 0], [15.865525393145708, 50.0, 84.13447460685429])
+    def _threshold(self, x: np.ndarray) -> float:
+        lo, med, hi = np.percentile(x, [15.865525393145708, 50.0, 84.13447460685429])
         self.median_ = float(med)
         self.robust_sd_ = float(hi - lo) / 2
-        self.threshold_ = self.median_ + self.n_sd * self.robust_sd_
-        self.n_reference_ = int(X.shape[0])
+        return self.median_ + self.n_sd * self.robust_sd_

@@ -14,6 +14,7 @@ from .plot_view import PlotView
 
 FCS_FILTER = "FCS files (*.fcs *.FCS *.lmd *.LMD);;All files (*)"
 GML_FILTER = "Gating-ML (*.xml);;All files (*)"
+GATES_FILTER = "Gating files: Gating-ML, FlowJo, FACSDiva (*.xml *.wsp);;All files (*)"
 
 
 class AxisControls(QtWidgets.QWidget):
@@ -214,7 +215,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
         gate_menu = self.menuBar().addMenu("&Gates")
-        self.act_load_gml = self._action(gate_menu, "&Load Gating-ML...", self.load_gatingml_dialog)
+        self.act_load_gml = self._action(gate_menu, "&Load gates (Gating-ML, FlowJo, DiVa)...", self.load_gatingml_dialog)
         self.act_save_gml = self._action(gate_menu, "&Save Gating-ML...", self.save_gatingml_dialog)
         gate_menu.addSeparator()
         self.act_clear = self._action(gate_menu, "&Clear all gates", self.model.clear_gates)
@@ -299,9 +300,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"wrote {out}", 8000)
 
     def load_gatingml_dialog(self):
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load Gating-ML", "", GML_FILTER)
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load gates", "", GATES_FILTER)
         if path:
-            n = self.model.load_gatingml(path)
+            n = self.model.load_gating(path)
             self.statusBar().showMessage(f"loaded {n} gate(s) from {os.path.basename(path)}", 8000)
 
     def save_gatingml_dialog(self):
