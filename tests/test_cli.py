@@ -191,7 +191,7 @@ def test_a_gating_error_from_gating_itself_is_one_line(tmp_path: Path):
     gates.write_text(GATES.format(extra=CYCLE))
     out = run_cli("gate", str(fcs), "--gates", str(gates))
     assert out.returncode == 2
-    assert "boolean gate cycle" in _one_clean_line(out.stderr)
+    assert "boolean gates depend on themselves" in _one_clean_line(out.stderr)
 
 
 def test_consoles_are_made_when_needed_not_at_import():
