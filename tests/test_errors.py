@@ -71,6 +71,10 @@ MISSING_INPUT_CASES = {
     "screen": [["{tmp}/missing.fcs"], ["{demo}", "--fmo", "{tmp}/missing.fcs"],
                ["{demo}", "--protocol", "{tmp}/missing.toml"]],
     "autogate": [["{tmp}/missing.fcs"], ["{demo}", "--protocol", "{tmp}/missing.toml"]],
+    "persistence": [["{tmp}/missing.fcs", "--out", "{tmp}/out"]],
+    "qc": [["{tmp}/missing.fcs"], ["{demo}", "--protocol", "{tmp}/missing.toml"]],
+    "batch": [["{tmp}/missing.fcs", "--out", "{tmp}/out"], ["{tmp}", "--out", "{tmp}/out", "--protocol-dir", "{tmp}/missing.toml"]],
+    "demo": [["--out", "{tmp}/a_file/results"]],
 }
 
 
