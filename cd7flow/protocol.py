@@ -400,7 +400,7 @@ def _check_transform(c: _Checker, where: str, kind: str, params: dict[str, Any])
 def _validate_screening(c: _Checker, data, markers, populations, gates) -> dict[str, dict[str, Any]]:
     pos = c.table(data, "positivity")
     c.only(pos, {"marker", "population", "method", "negative_reference", "positive_reference", "percentile",
-                 "min_reference_events"}, "positivity")
+                 "min_reference_events", "estimate", "bootstrap"}, "positivity")
     marker = c.string(pos, "marker", "positivity.marker")
     if marker not in markers:
         raise c.fail("positivity.marker", f"{marker!r} is not declared under [markers]")
@@ -420,6 +420,10 @@ def _validate_screening(c: _Checker, data, markers, populations, gates) -> dict[
                 raise c.fail(f"positivity.{key}", f"{ref!r} is not a gate or population of the sequence")
     c.number(pos, "percentile", "positivity.percentile", 50.0, 99.999)
     c.number(pos, "min_reference_events", "positivity.min_reference_events", 1, None, default=100)
+    estimate = c.string(pos, "estimate", "positivity.estimate", default="mixture")
+    if estimate not in ("mixture", "overton", "threshold"):
+        raise c.fail("positivity.estimate", f"must be mixture, overton or threshold, got {estimate!r}")
+    c.number(pos, "bootstrap", "positivity.bootstrap", 20, 10000, default=200)
 
     inten = c.table(data, "intensity")
     allowed = {"negative_below_pct", "partial_below_pct", "dim_below_pos_ratio", "bright_above_pos_ratio"}
