@@ -313,7 +313,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
                     for grp in params[key])
                 if not ok:  # markers the gate does not use are ignored when it is fitted
                     raise c.fail(f"{where}.params.{key}", "must be a list of lists of marker names")
-            elif key == "primary" and method == "lineage":  # a list of this gate's markers
+            elif key in ("primary", "mature_markers") and method == "lineage":  # a list of this gate's markers
                 if not isinstance(params[key], list) or not all(isinstance(x, str) and x in dims_known
                                                                 for x in params[key]):
                     raise c.fail(f"{where}.params.{key}", "must be a list of marker names")
@@ -333,7 +333,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         if gid in populations:
             raise c.fail(f"{where}.id", f"{gid!r} is defined twice")
         populations.add(gid)
-        for key in ("reference", "against"):
+        for key in ("reference", "against", "mature"):
             if key in params and params[key] not in populations:
                 raise c.fail(f"{where}.params.{key}", f"{params[key]!r} is not a population defined above")
         for other in params.get("reference_exclude", []):
