@@ -33,7 +33,8 @@ from .sample import Sample
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
 ASSAYS = ("screening", "autogate")
-SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
+SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time", "ssc_h")
+_OPTIONAL_SCATTER_KEYS = ("ssc_h",)  # added later: a protocol without them still loads
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
             "intensity", "verdict", "qc"}
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -256,7 +257,8 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
 
     scatter_t = c.table(data, "scatter")
     c.only(scatter_t, set(SCATTER_KEYS), "scatter")
-    scatter = {k: c.strings(scatter_t, k, f"scatter.{k}") for k in SCATTER_KEYS}
+    scatter = {k: c.strings(scatter_t, k, f"scatter.{k}") for k in SCATTER_KEYS
+               if k in scatter_t or k not in _OPTIONAL_SCATTER_KEYS}
 
     comp = c.table(data, "compensation", required=False)
     c.only(comp, {"source"}, "compensation")

@@ -38,7 +38,7 @@ def test_shipped_protocols_load_with_name_version_and_content_hash():
     assert (p.name, p.version, p.assay) == ("screening", "1.5.0", "screening")
     assert p.sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert p.rule == VerdictRule(">", 30.0, "> 30%")
-    assert [g.id for g in p.gates][:5] == ["time_clean", "cells", "singlets", "viable", "cd45_ssc"]
+    assert [g.id for g in p.gates][:5] == ["time_clean", "cells", "singlets", "singlets_ssc", "viable"]
     assert p.markers["CD7"].required and "Viab" in p.markers["Viability"].aliases
     assert p.provenance()["protocol_sha256"] == p.sha256
     assert load_protocol(SHIPPED).sha256 == p.sha256  # by path too

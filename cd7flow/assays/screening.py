@@ -187,7 +187,8 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
     rec["notes"] += [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
-    if any(x.method == "singlets" and x.id in g.skipped for x in protocol.gates):
+    singlet_gates = [x for x in protocol.gates if x.method == "singlets"]
+    if singlet_gates and all(x.id in g.skipped for x in singlet_gates):
         rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
                             "positivity threshold")
 
