@@ -436,3 +436,34 @@ def test_lineage_gate_keeps_secondary_only_events_inside_the_primary_ellipsoid()
     assert m[1000:].mean() < 0.05  # ~1% of monocytes pass the CD34 reference cut by chance
     plain = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0]).fit(X[:, :2], reference=ref)
     assert plain.shape_gate_ is None and plain.predict(X[:, :2])[1000:].mean() > 0.95  # no shape: any marker
+
+
+def test_lineage_gate_excludes_events_like_the_normal_mature_t_cells():
+    # Columns CD3, CD5 (T group), then the shape dimensions CD45 and SSC. In the blast gate: 1000
+    # T-ALL blasts (CD45-dim, surface CD3 dim-positive, CD5+) and 150 normal T cells from the blast
+    # gate's CD45-bright edge (CD45-bright, CD3-bright, SSC-low). The mature reference: 2000 normal
+    # T cells of the lymphocyte gate plus 300 CD3-negative NK cells (dropped: CD3 below threshold).
+    rng = np.random.default_rng(12)
+    blasts = np.c_[rng.normal(0.45, 0.05, 1000), rng.normal(0.6, 0.05, 1000),
+                   rng.normal(0.45, 0.04, 1000), rng.normal(0.25, 0.04, 1000)]
+    t_in_gate = np.c_[rng.normal(0.75, 0.04, 150), rng.normal(0.6, 0.05, 150),
+                      rng.normal(0.68, 0.04, 150), rng.normal(0.15, 0.03, 150)]
+    mature = np.r_[np.c_[rng.normal(0.75, 0.04, 2000), rng.normal(0.6, 0.05, 2000),
+                         rng.normal(0.68, 0.04, 2000), rng.normal(0.15, 0.03, 2000)],
+                   np.c_[rng.normal(0.2, 0.04, 300), rng.normal(0.2, 0.04, 300),
+                         rng.normal(0.62, 0.04, 300), rng.normal(0.15, 0.03, 300)]]
+    X = np.r_[blasts, t_in_gate]
+    ref = np.c_[rng.normal(0.2, 0.04, (2000, 2)), np.zeros((2000, 2))]
+    kw = dict(percentile=99, groups=[[0, 1]], shape_dimensions=["CD45", "SSC"])
+    plain = LineageGate(["CD3", "CD5"], **kw).fit(X, reference=ref, mature=mature)
+    assert plain.mature_gate_ is None and plain.predict(X)[1000:].mean() > 0.95  # no mature_markers: kept
+    est = LineageGate(["CD3", "CD5"], mature_markers=[0], **kw).fit(X, reference=ref, mature=mature)
+    assert est.mature_gate_ is not None and est.mature_columns_ == [2, 3, 0]
+    np.testing.assert_allclose(est.mature_mean_, [0.68, 0.15, 0.75], atol=0.01)  # the CD3+ cells only
+    m = est.predict(X)
+    assert m[:1000].mean() > 0.98 and m[1000:].mean() < 0.05
+    assert [g.id for g in est.tree_gates()][-3:] == ["lineage_lineage", "lineage_mature_like", "lineage"]
+    # A myeloid lineage choice (no mature marker in the chosen group) never uses the exclusion.
+    aml = LineageGate(["CD3", "CD5"], mature_markers=[0], percentile=99, groups=[[1]],
+                      shape_dimensions=["CD45", "SSC"]).fit(X, reference=ref, mature=mature)
+    assert aml.mature_gate_ is None
