@@ -15,13 +15,22 @@ How a file is gated (nothing depends on channel order, fluorochrome or scale ran
    cells (mixture on FSC/SSC), singlets (A/H band), viable (dye valley), CD45/SSC
    populations found relative to the lymphocytes, B and T/NK cells (robust reference
    thresholds against granulocytes), lineage refinement of the blasts;
-3. CD7+ = at or above the protocol's percentile of CD7 on the negative reference
-   populations (B cells, monocytes, granulocytes, minus anything CD3+ or CD56+), or
-   of the FMO tube's blasts; the verdict applies the protocol's rule to the percentage.
+3. two percentages of CD7+ blasts: ``cd7_pos_pct_threshold``, the conventional share at or
+   above the protocol's percentile of CD7 on the negative reference populations (B cells,
+   monocytes, granulocytes, minus anything CD3+ or CD56+) or of the FMO tube's blasts (Wilson
+   CI); and ``cd7_pos_pct_expressing``, the share of blasts that *express* CD7
+   (:mod:`gating.expressing`, reference chosen in :mod:`.screening_expressing`: the FMO's
+   blasts with ``--fmo``, else the negative reference matched to the blasts' SSC and spill-in;
+   percentile-bootstrap CI). A dim population straddles any cut, so the first reads low on
+   it. ``[positivity].estimate`` names the one the verdict uses (``cd7_method``); it is
+   ``cd7_pos_pct`` / ``cd7_pos_ci95``. The verdict applies the protocol's rule to it, and
+   ``borderline`` is true (and the reason says so) when its 95% CI straddles the cut-off:
+   the verdict keeps its side.
 
 Record fields beyond :data:`RESULT_KEYS`: ``cd45_pos`` (denominator of ``blast_pct``),
 ``cd7_threshold`` (linear units) and ``cd7_threshold_scale`` (gating scale),
-``threshold_reference``, ``gates`` (event count per population), ``channels`` (marker ->
+``threshold_reference``, ``expressing_reference`` and ``expressing_detail`` (the mixture's
+components), ``gates`` (event count per population), ``channels`` (marker ->
 $PnN), ``transforms``, ``notes`` (skipped gates, warnings), ``time_loss_pct``,
 ``sample_date`` ($DATE), ``path``, ``cd7flow_version``, ``plots``.
 """
