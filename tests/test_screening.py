@@ -287,7 +287,7 @@ def test_cli_autogate_membership_csv(demo, tmp_path):
     assert out.returncode == 0, out.stderr
     header = csv_path.read_text().splitlines()[0].split(",")
     table = np.loadtxt(csv_path, delimiter=",", skiprows=1, dtype=np.uint8)
-    assert header[:5] == ["time_clean", "cells", "singlets", "singlets_ssc", "viable"] and "blasts_refined" in header
+    assert header[:4] == ["time_clean", "cells", "singlets", "viable"] and "blasts_refined" in header
     assert table.shape == (25000, len(header)) and set(np.unique(table)) <= {0, 1}
     col = {h: table[:, i].astype(bool) for i, h in enumerate(header)}
     assert not (col["singlets"] & ~col["cells"]).any()  # parents included

@@ -21,7 +21,7 @@ import numpy as np
 from gating import expressing as E
 
 from ..datasource import UNCOMPENSATED_IDS
-from ..errors import NotEvaluable
+from ..errors import CD7FlowError, NotEvaluable
 from .protocol_gating import GatedSample
 
 
@@ -36,6 +36,13 @@ def _spillover(g: GatedSample, marker: str):
     return np.asarray(spill.matrix, dtype=float), list(spill.channels)
 
 
+def _column(g: GatedSample, name: str) -> int | None:
+    try:
+        return g.sample.channel(name)
+    except CD7FlowError:
+        return None
+
+
 def marker_spill_in(g: GatedSample, marker: str) -> np.ndarray | None:
     """Per event, the signal (linear channel units) the other fluorochromes spill into the
     marker's detector (:func:`gating.expressing.spill_in`), or None without a spillover matrix."""
@@ -43,11 +50,10 @@ def marker_spill_in(g: GatedSample, marker: str) -> np.ndarray | None:
     if found is None:
         return None
     matrix, detectors = found
-    channel = g.channels[marker]
-    col = g.sample.channel(channel)
-    j = next((i for i, name in enumerate(detectors) if g.sample.channel(name) == col), None)
-    if j is None:
-        return None
+    col = _column(g, g.channels[marker])
+    j = next((i for i, name in enumerate(detectors) if col is not None and _column(g, name) == col), None)
+    if j is None or any(_column(g, name) is None for name in detectors):
+        return None  # the matrix names detectors the file lacks: no spill-in model, scatter matching only
     others = [i for i in range(len(detectors)) if i != j]
     comp = g.dimensions[marker].compensation
     values = np.column_stack([g.source.channel_values(detectors[i], comp) for i in others])
