@@ -6,6 +6,8 @@ import math
 import subprocess
 import sys
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -254,6 +256,38 @@ def test_cli_json_for_several_files_and_plots(demo, tmp_path):
     assert json.loads(single.stdout)["file"] == files[0].name  # one object for one file
     table = _cli("screen", files[0])
     assert table.returncode == 0 and "P02_screening_BM.fcs" in table.stdout and "positive" in table.stdout
+    assert "mixture" in table.stdout and "BORDERLINE" not in table.stdout
+
+
+def test_cli_table_and_plot_say_borderline(demo, tmp_path):
+    """P03 (29.5% expressing, rule > 30): the 95% CI straddles 30, the call stays negative and
+    the JSON, the table and the histogram's title say borderline."""
+    folder, _ = demo
+    rec = json.loads(_cli("screen", folder / "P03_screening_BM.fcs", "--json").stdout)
+    lo, hi = rec["cd7_pos_ci95"]
+    assert lo <= 30 < hi and rec["borderline"] is True and rec["verdict"] == "negative"
+    assert "borderline: the 95% CI straddles the cut-off 30%" in rec["reason"]
+    table = _cli("screen", folder / "P03_screening_BM.fcs", "--plots", tmp_path)
+    assert table.returncode == 0 and "BORDERLINE" in table.stdout
+    from cd7flow.assays.protocol_gating import run_protocol_gates
+    from cd7flow.assays.screening_plots import write_plots
+    from cd7flow.io.fcs_read import read_fcs
+    from cd7flow.protocol import load_protocol
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.savefig
+
+    def keep_title(fig, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return original(fig, *args, **kwargs)
+
+    proto = load_protocol("screening")
+    g = run_protocol_gates(read_fcs(folder / "P03_screening_BM.fcs"), proto)
+    blasts = g.masks["blasts_refined"]
+    with mock.patch.object(matplotlib.figure.Figure, "savefig", keep_title):
+        write_plots(g, proto, rec, blasts, g.masks["granulocytes"], g.masks["t_nk_cells"], tmp_path / "again")
+    assert any("BORDERLINE" in t and "mixture" in t for t in titles)
 
 
 def test_cli_user_errors_are_one_line(demo, tmp_path):
