@@ -18,7 +18,7 @@ from rich.table import Table
 
 from gating.errors import GatingError as _AnyGatingError
 
-from . import __version__, cli_core, cli_gate, cli_persistence, cli_screen
+from . import __version__, cli_batch, cli_core, cli_gate, cli_persistence, cli_qc, cli_screen
 from .errors import CD7FlowError
 from .outputs import cleanup_on_sigterm
 
@@ -170,7 +170,7 @@ def summary(
         raise typer.Exit(1)
 
 
-for _commands in (cli_core, cli_gate, cli_screen, cli_persistence):  # the commands that live in their own modules
+for _commands in (cli_batch, cli_core, cli_gate, cli_persistence, cli_qc, cli_screen):  # the commands that live in their own modules
     _commands.register(app)
 
 

@@ -14,8 +14,11 @@ def screen(
     as_json: bool = typer.Option(False, "--json", help="Print JSON: one object per file (an array for several)."),
     plots: Path = typer.Option(None, "--plots", help="Folder for PNG gating plots (CD45/SSC, CD7 histogram)."),
 ) -> None:
-    """Screen blasts for CD7: % CD7+ of blasts (95% Wilson CI), intensity and verdict under the protocol's rule.
+    """Screen blasts for CD7: % CD7+ of blasts (95% CI), intensity and verdict under the protocol's rule.
 
+    The % is the estimate the protocol's verdict uses ([positivity].estimate: by default the
+    fraction of blasts that express CD7); the conventional % above the reference percentile is
+    shown beside it. A verdict whose 95% CI straddles the rule's cut-off is marked BORDERLINE.
     "not_evaluable" (too few blasts, failed QC, marker missing) is an answer, with its reason.
     """
     from rich.console import Console
@@ -60,7 +63,7 @@ def screen(
     k_pct, k_ci, k_mfi = f"{m}_pos_pct", f"{m}_pos_ci95", f"{m}_mfi_blasts"
     table = Table(title=f"{marker} screening — protocol {proto.name} v{proto.version} "
                         f"(rule: {marker}+ blasts {proto.rule.text})")
-    for col in ("file", "events", "viable singlets", "blasts", "blast %", f"{marker}+ % of blasts (95% CI)",
+    for col in ("file", "events", "viable singlets", "blasts", "blast %", f"{marker}+ % of blasts (95% CI), estimate",
                 f"{marker} MFI blasts", "vs neg ref", "vs pos ref", "RD (FMO)", "intensity", "verdict"):
         table.add_column(col, justify="left" if col in ("file", "intensity", "verdict") else "right")
 
@@ -71,12 +74,16 @@ def screen(
         ci = r[k_ci]
         verdict = {"positive": "[green]positive[/green]", "negative": "[yellow]negative[/yellow]"}.get(
             r["verdict"], f"[red]not evaluable[/red]: {escape(str(r['reason']))}")
+        if r.get("borderline"):  # the 95% CI straddles the rule's cut-off: say it out loud
+            verdict += " [bold magenta]BORDERLINE[/bold magenta]"
         if r.get("error"):
             verdict = "[red]unreadable[/red] (error above)"
         table.add_row(
             r["file"], num(r["events"], "{:,}"), num(r["viable_singlets"], "{:,}"), num(r["blasts"], "{:,}"),
             num(r["blast_pct"]),
-            "-" if r[k_pct] is None else f"{r[k_pct]:.1f} ({ci[0]:.1f}-{ci[1]:.1f})",
+            "-" if r[k_pct] is None else f"{r[k_pct]:.1f} ({ci[0]:.1f}-{ci[1]:.1f}) {r[f'{m}_method']}"
+            + ("" if r.get(f"{m}_pos_pct_threshold") is None or r[f"{m}_method"] == "threshold"
+               else f"; threshold {r[f'{m}_pos_pct_threshold']:.1f}"),
             num(r[k_mfi], "{:.0f}"),
             "-" if r["neg_ref_ratio"] is None else f"{r['neg_ref_ratio']:.1f}x (n={r['neg_ref_events']:,})",
             "-" if r["pos_ref_ratio"] is None else f"{r['pos_ref_ratio']:.2f}x (n={r['pos_ref_events']:,})",

@@ -34,7 +34,8 @@ from .sample import Sample
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocols"
 
 ASSAYS = ("screening", "autogate", "car")
-SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time")
+SCATTER_KEYS = ("fsc_a", "fsc_h", "ssc_a", "time", "ssc_h")
+_OPTIONAL_SCATTER_KEYS = ("ssc_h",)  # added later: a protocol without them still loads
 TOP_KEYS = {"protocol", "extends", "markers", "scatter", "compensation", "transforms", "gates", "positivity",
             "intensity", "verdict", "qc", "car"}
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -257,7 +258,8 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
 
     scatter_t = c.table(data, "scatter")
     c.only(scatter_t, set(SCATTER_KEYS), "scatter")
-    scatter = {k: c.strings(scatter_t, k, f"scatter.{k}") for k in SCATTER_KEYS}
+    scatter = {k: c.strings(scatter_t, k, f"scatter.{k}") for k in SCATTER_KEYS
+               if k in scatter_t or k not in _OPTIONAL_SCATTER_KEYS}
 
     comp = c.table(data, "compensation", required=False)
     c.only(comp, {"source"}, "compensation")
@@ -314,7 +316,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
                     for grp in params[key])
                 if not ok:  # markers the gate does not use are ignored when it is fitted
                     raise c.fail(f"{where}.params.{key}", "must be a list of lists of marker names")
-            elif key == "primary" and method == "lineage":  # a list of this gate's markers
+            elif key in ("primary", "mature_markers") and method == "lineage":  # a list of this gate's markers
                 if not isinstance(params[key], list) or not all(isinstance(x, str) and x in dims_known
                                                                 for x in params[key]):
                     raise c.fail(f"{where}.params.{key}", "must be a list of marker names")
@@ -334,7 +336,7 @@ def _validate(data: dict[str, Any], path: Path, sha256: str) -> Protocol:
         if gid in populations:
             raise c.fail(f"{where}.id", f"{gid!r} is defined twice")
         populations.add(gid)
-        for key in ("reference", "against"):
+        for key in ("reference", "against", "mature"):
             if key in params and params[key] not in populations:
                 raise c.fail(f"{where}.params.{key}", f"{params[key]!r} is not a population defined above")
         for other in params.get("reference_exclude", []):
@@ -401,7 +403,7 @@ def _check_transform(c: _Checker, where: str, kind: str, params: dict[str, Any])
 def _validate_screening(c: _Checker, data, markers, populations, gates) -> dict[str, dict[str, Any]]:
     pos = c.table(data, "positivity")
     c.only(pos, {"marker", "population", "method", "negative_reference", "positive_reference", "percentile",
-                 "min_reference_events"}, "positivity")
+                 "min_reference_events", "estimate", "bootstrap"}, "positivity")
     marker = c.string(pos, "marker", "positivity.marker")
     if marker not in markers:
         raise c.fail("positivity.marker", f"{marker!r} is not declared under [markers]")
@@ -421,6 +423,10 @@ def _validate_screening(c: _Checker, data, markers, populations, gates) -> dict[
                 raise c.fail(f"positivity.{key}", f"{ref!r} is not a gate or population of the sequence")
     c.number(pos, "percentile", "positivity.percentile", 50.0, 99.999)
     c.number(pos, "min_reference_events", "positivity.min_reference_events", 1, None, default=100)
+    estimate = c.string(pos, "estimate", "positivity.estimate", default="mixture")
+    if estimate not in ("mixture", "overton", "threshold"):
+        raise c.fail("positivity.estimate", f"must be mixture, overton or threshold, got {estimate!r}")
+    c.number(pos, "bootstrap", "positivity.bootstrap", 20, 10000, default=200)
 
     inten = c.table(data, "intensity")
     allowed = {"negative_below_pct", "partial_below_pct", "dim_below_pos_ratio", "bright_above_pos_ratio"}

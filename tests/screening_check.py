@@ -14,3 +14,7 @@ def assert_screen_matches_truth(name: str, path: Path, truth: dict, protocol) ->
           rec["cd7_pos_pct"], rec["blasts"], rec["verdict"], rec["reason"], rec["gates"])
     assert rec["verdict"] == expected, rec["reason"]
     assert abs(rec["cd7_pos_pct"] - truth["cd7_pos_pct"]) < 2.0
+    # borderline exactly when the verdict's 95% interval straddles the rule's cut-off (rule "> x")
+    lo, hi = rec["cd7_pos_ci95"]
+    assert rec["borderline"] == (lo <= protocol.rule.value < hi)
+    assert ("borderline" in rec["reason"]) == rec["borderline"]

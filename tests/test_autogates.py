@@ -292,17 +292,46 @@ def test_cells_gate_agrees_with_flowjo_live_gate_on_a2004(shared_data, record_pr
 
 
 def test_singlet_gate_agrees_with_diva_singlet_gates(diva_124500, record_property):
-    """DiVa gates singlets on all events: P1 on FSC-W x FSC-H, then P2 on SSC-W x SSC-H. Ours is
-    the FSC A/H band, fitted on all events like P1. Measured F1 0.9899 vs P1, 0.9838 vs P2."""
+    """DiVa gates singlets on all events: P1 on FSC-W x FSC-H, then P2 on SSC-W x SSC-H. Ours: the
+    FSC A/H band (fitted on all events like P1: F1 0.9899), and in the ``leukocytes`` protocol the
+    FSC band then the SSC A/H band (1.1.0) inside the cells gate. Measured on the cells gate's events:
+    F1 0.9899 vs P1 and 0.9931 vs P1/P2; the FSC band alone was 0.9838 vs P1/P2."""
+    from cd7flow.assays.protocol_gating import run_protocol_gates
+    from cd7flow.protocol import load_protocol
+
     s, manual, stored = diva_124500
     _assert_reads_stored_counts(manual, stored, [("P1",), ("P1", "P2")], 0.005)
     X = np.c_[s.values("FSC-A"), s.values("FSC-H")]
-    auto = SingletGate(("FSC-A", "FSC-H")).fit(X).predict(X)
-    f1_p1, f1_p2 = _f1(auto, manual["P1"]), _f1(auto, manual["P2"])
-    _report_f1(record_property, "singlets_fsc", "DiVa P1 (PE_2.xml _001)", f1_p1)
-    _report_f1(record_property, "singlets", "DiVa P1/P2 (PE_2.xml _001)", f1_p2)
-    assert f1_p1 >= 0.98
-    assert f1_p2 >= 0.975
+    alone = SingletGate(("FSC-A", "FSC-H")).fit(X).predict(X)
+    f1_alone = _f1(alone, manual["P1"])
+    _report_f1(record_property, "singlets_fsc_alone", "DiVa P1 (PE_2.xml _001)", f1_alone)
+    assert f1_alone >= 0.985
+    g = run_protocol_gates(s, load_protocol("leukocytes"))
+    cells = g.masks["cells"]  # the manual singlet gates are drawn on all events: compare like for like
+    f1_p1 = _f1(g.masks["singlets"], manual["P1"] & cells)
+    f1_p2 = _f1(g.masks["singlets_ssc"], manual["P2"] & cells)
+    _report_f1(record_property, "singlets_fsc", "DiVa P1 (PE_2.xml _001), cells", f1_p1)
+    _report_f1(record_property, "singlets", "DiVa P1/P2 (PE_2.xml _001), cells", f1_p2)
+    assert f1_p1 >= 0.985
+    assert f1_p2 >= 0.99
+    assert _f1(g.masks["singlets"], manual["P2"] & cells) < f1_p2  # the SSC band finds doublets FSC misses
+
+
+def test_singlet_lower_spread_is_not_widened_by_a_heavy_doublet_tail():
+    """20% doublets with A/H spread from 1.15 to 1.6x a singlet's: the symmetric MAD grows with them
+    and the +5 band keeps more of them; the singlets' lower spread does not grow."""
+    rng = np.random.default_rng(4)
+    h = rng.uniform(20000, 150000, 10000)
+    single = np.c_[h[:8000] * rng.normal(1.2, 0.03, 8000), h[:8000]]
+    double = np.c_[h[8000:] * 1.2 * rng.uniform(1.15, 1.6, 2000), h[8000:]]
+    X = np.r_[single, double]
+    truth = np.r_[np.ones(8000, bool), np.zeros(2000, bool)]
+    mad = SingletGate(n_mad_high=5.0).fit(X).predict(X)
+    lower = SingletGate(n_mad_high=5.0, spread="lower").fit(X).predict(X)
+    # measured: the MAD band keeps 6.2% of the doublets, the lower-spread band 1.2%; both every singlet
+    assert mad[8000:].mean() > 0.04
+    assert lower[8000:].mean() < 0.02 and lower[:8000].mean() > 0.99
+    assert _f1(lower, truth) > _f1(mad, truth) + 0.005
 
 
 def test_viable_cells_agree_with_diva_live_gate(diva_124500, record_property):
@@ -407,3 +436,34 @@ def test_lineage_gate_keeps_secondary_only_events_inside_the_primary_ellipsoid()
     assert m[1000:].mean() < 0.05  # ~1% of monocytes pass the CD34 reference cut by chance
     plain = LineageGate(["CD34", "CD33"], groups=[[0, 1]], primary=[0]).fit(X[:, :2], reference=ref)
     assert plain.shape_gate_ is None and plain.predict(X[:, :2])[1000:].mean() > 0.95  # no shape: any marker
+
+
+def test_lineage_gate_excludes_events_like_the_normal_mature_t_cells():
+    # Columns CD3, CD5 (T group), then the shape dimensions CD45 and SSC. In the blast gate: 1000
+    # T-ALL blasts (CD45-dim, surface CD3 dim-positive, CD5+) and 150 normal T cells from the blast
+    # gate's CD45-bright edge (CD45-bright, CD3-bright, SSC-low). The mature reference: 2000 normal
+    # T cells of the lymphocyte gate plus 300 CD3-negative NK cells (dropped: CD3 below threshold).
+    rng = np.random.default_rng(12)
+    blasts = np.c_[rng.normal(0.45, 0.05, 1000), rng.normal(0.6, 0.05, 1000),
+                   rng.normal(0.45, 0.04, 1000), rng.normal(0.25, 0.04, 1000)]
+    t_in_gate = np.c_[rng.normal(0.75, 0.04, 150), rng.normal(0.6, 0.05, 150),
+                      rng.normal(0.68, 0.04, 150), rng.normal(0.15, 0.03, 150)]
+    mature = np.r_[np.c_[rng.normal(0.75, 0.04, 2000), rng.normal(0.6, 0.05, 2000),
+                         rng.normal(0.68, 0.04, 2000), rng.normal(0.15, 0.03, 2000)],
+                   np.c_[rng.normal(0.2, 0.04, 300), rng.normal(0.2, 0.04, 300),
+                         rng.normal(0.62, 0.04, 300), rng.normal(0.15, 0.03, 300)]]
+    X = np.r_[blasts, t_in_gate]
+    ref = np.c_[rng.normal(0.2, 0.04, (2000, 2)), np.zeros((2000, 2))]
+    kw = dict(percentile=99, groups=[[0, 1]], shape_dimensions=["CD45", "SSC"])
+    plain = LineageGate(["CD3", "CD5"], **kw).fit(X, reference=ref, mature=mature)
+    assert plain.mature_gate_ is None and plain.predict(X)[1000:].mean() > 0.95  # no mature_markers: kept
+    est = LineageGate(["CD3", "CD5"], mature_markers=[0], **kw).fit(X, reference=ref, mature=mature)
+    assert est.mature_gate_ is not None and est.mature_columns_ == [2, 3, 0]
+    np.testing.assert_allclose(est.mature_mean_, [0.68, 0.15, 0.75], atol=0.01)  # the CD3+ cells only
+    m = est.predict(X)
+    assert m[:1000].mean() > 0.98 and m[1000:].mean() < 0.05
+    assert [g.id for g in est.tree_gates()][-3:] == ["lineage_lineage", "lineage_mature_like", "lineage"]
+    # A myeloid lineage choice (no mature marker in the chosen group) never uses the exclusion.
+    aml = LineageGate(["CD3", "CD5"], mature_markers=[0], percentile=99, groups=[[1]],
+                      shape_dimensions=["CD45", "SSC"]).fit(X, reference=ref, mature=mature)
+    assert aml.mature_gate_ is None

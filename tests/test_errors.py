@@ -71,8 +71,10 @@ MISSING_INPUT_CASES = {
     "screen": [["{tmp}/missing.fcs"], ["{demo}", "--fmo", "{tmp}/missing.fcs"],
                ["{demo}", "--protocol", "{tmp}/missing.toml"]],
     "autogate": [["{tmp}/missing.fcs"], ["{demo}", "--protocol", "{tmp}/missing.toml"]],
-    "persistence": [["{tmp}/missing.csv", "--out", "{tmp}/out"],
-                    ["{manifest}", "--out", "{tmp}/out", "--protocol", "{tmp}/missing.toml"]],
+    "persistence": [["{tmp}/missing.fcs", "--out", "{tmp}/out"]],
+    "qc": [["{tmp}/missing.fcs"], ["{demo}", "--protocol", "{tmp}/missing.toml"]],
+    "batch": [["{tmp}/missing.fcs", "--out", "{tmp}/out"], ["{tmp}", "--out", "{tmp}/out", "--protocol-dir", "{tmp}/missing.toml"]],
+    "demo": [["--out", "{tmp}/a_file/results"]],
 }
 
 
@@ -92,11 +94,11 @@ def test_a_missing_input_prints_one_line_and_no_traceback(tmp_path, sample_fcs_d
     (tmp_path / "gates.xml").write_text("<x/>")
     (tmp_path / "a_file").write_text("x")
     demo = sample_fcs_dir / "P01_screening_BM.fcs"
-    argv = [a.format(tmp=tmp_path, demo=demo, manifest=sample_fcs_dir / "manifest.csv") for a in args]
+    argv = [a.format(tmp=tmp_path, demo=demo) for a in args]
     out = subprocess.run([sys.executable, "-m", "cd7flow.cli", command, *argv],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    assert re.search(r"missing\.(fcs|xml|toml|csv)|a_file", lines[0]), lines[0]
+    assert re.search(r"missing\.(fcs|xml|toml)|a_file", lines[0]), lines[0]

@@ -54,7 +54,7 @@ def test_every_registered_estimator_clones_and_refits_to_the_same_mask(p01):
             p.stop()
     fitted = {type(est) for est, _, _ in calls}
     assert fitted == classes  # a screening and a CAR tube exercise every registered method
-    assert not g.skipped and "no_beads" not in car.skipped
+    assert set(g.skipped) <= {"singlets_ssc"} and "no_beads" not in car.skipped  # the demo tubes have no SSC-H
     for est, X, kwargs in calls:
         params = est.get_params(deep=False)
         rebuilt = type(est)(**params)

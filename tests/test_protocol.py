@@ -35,10 +35,10 @@ def _edited(tmp_path, old, new, name="edited.toml"):
 def test_shipped_protocols_load_with_name_version_and_content_hash():
     assert {"screening", "screening_aml", "screening_tall", "leukocytes"} <= set(list_protocols())
     p = load_protocol("screening")
-    assert (p.name, p.version, p.assay) == ("screening", "1.4.0", "screening")
+    assert (p.name, p.version, p.assay) == ("screening", "1.5.0", "screening")
     assert p.sha256 == hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert p.rule == VerdictRule(">", 30.0, "> 30%")
-    assert [g.id for g in p.gates][:5] == ["time_clean", "cells", "singlets", "viable", "cd45_ssc"]
+    assert [g.id for g in p.gates][:5] == ["time_clean", "cells", "singlets", "singlets_ssc", "viable"]
     assert p.markers["CD7"].required and "Viab" in p.markers["Viability"].aliases
     assert p.provenance()["protocol_sha256"] == p.sha256
     assert load_protocol(SHIPPED).sha256 == p.sha256  # by path too
@@ -97,7 +97,7 @@ def test_verdict_rule_rejects_nonsense(bad):
      "gates.blasts_refined.dimensions", "the marker being screened"),
     ('negative_reference = ["b_cells", "monocytes", "granulocytes"]', 'negative_reference = ["b_cels"]',
      "positivity.negative_reference", "'b_cels' is not a gate or population"),
-    ('version = "1.4.0"', 'version = "one"', "protocol.version", "is not a version"),
+    ('version = "1.5.0"', 'version = "one"', "protocol.version", "is not a version"),
     ('CD7 = { aliases = ["CD7"], required = true }', 'CD7 = { aliases = ["CD7"], required = "yes" }',
      "markers.CD7.required", "must be true or false"),
     ("negative_below_pct = 20.0", "negative_below_pct = 90.0", "intensity.partial_below_pct", "must be >="),

@@ -6,6 +6,8 @@ import math
 import subprocess
 import sys
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -91,22 +93,30 @@ def _truth_verdict(truth_pct, protocol):
     return "positive" if protocol.rule.passes(truth_pct) else "negative"
 
 
-@pytest.mark.parametrize("name", ["P01_screening_BM.fcs", "P02_screening_BM.fcs", "P03_screening_BM.fcs",
-                                  "P04_screening_BM.fcs"])
+@pytest.mark.parametrize("name", [f"P0{i}_screening_BM.fcs" for i in range(1, 8)])
 def test_demo_screening_tubes_within_2_points_of_truth(demo, protocol, name):
+    """P01-P04 bright/partial, P05-P07 faint/dim/partial CD7 (P06 next to the 30% cut); truth
+    is the realised share of CD7-expressing blasts. The verdict's % is the expressing fraction."""
     folder, truth = demo
     rec = screen_file(folder / name, protocol)
     t = truth[name]["blasts"]
-    assert rec["verdict"] == _truth_verdict(t["cd7_positive_pct_of_blasts"], protocol)
+    assert rec["cd7_method"] == "mixture"
+    assert rec["cd7_pos_pct"] == rec["cd7_pos_pct_expressing"]
     assert abs(rec["cd7_pos_pct"] - t["cd7_positive_pct_of_blasts"]) < 2.0
     assert rec["cd7_pos_ci95"][0] <= rec["cd7_pos_pct"] <= rec["cd7_pos_ci95"][1]
+    lo, hi = rec["cd7_pos_ci95"]
+    assert rec["borderline"] == (lo <= 30 < hi)
+    if abs(t["cd7_positive_pct_of_blasts"] - 30) > 5 or not rec["borderline"]:
+        assert rec["verdict"] == _truth_verdict(t["cd7_positive_pct_of_blasts"], protocol)
+    assert ("borderline" in rec["reason"]) == rec["borderline"]
     assert abs(rec["blast_pct"] - t["pct_of_viable_cd45"]) < 1.0
     assert abs(rec["viable_singlets"] - truth[name]["counts"]["viable_singlets"]) / rec["viable_singlets"] < 0.02
     assert rec["sha256"] == truth_sha(folder / name)
-    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.4.0)"
+    assert rec["rule"] == "CD7+ blasts > 30% (screening v1.5.0)"
     # the demo cases are named for their intensity: bright, partial, dim, negative
-    expected_word = {"P01": "bright", "P02": "partial", "P03": "dim", "P04": "negative"}[name[:3]]
-    assert rec["intensity"] == expected_word
+    expected_word = {"P01": "bright", "P02": "partial", "P03": "dim", "P04": "negative"}.get(name[:3])
+    if expected_word is not None:  # P05-P07 are defined by their expressing fraction, not a word
+        assert rec["intensity"] == expected_word
 
 
 def truth_sha(path):
@@ -246,6 +256,38 @@ def test_cli_json_for_several_files_and_plots(demo, tmp_path):
     assert json.loads(single.stdout)["file"] == files[0].name  # one object for one file
     table = _cli("screen", files[0])
     assert table.returncode == 0 and "P02_screening_BM.fcs" in table.stdout and "positive" in table.stdout
+    assert "mixture" in table.stdout and "BORDERLINE" not in table.stdout
+
+
+def test_cli_table_and_plot_say_borderline(demo, tmp_path):
+    """P03 (29.5% expressing, rule > 30): the 95% CI straddles 30, the call stays negative and
+    the JSON, the table and the histogram's title say borderline."""
+    folder, _ = demo
+    rec = json.loads(_cli("screen", folder / "P03_screening_BM.fcs", "--json").stdout)
+    lo, hi = rec["cd7_pos_ci95"]
+    assert lo <= 30 < hi and rec["borderline"] is True and rec["verdict"] == "negative"
+    assert "borderline: the 95% CI straddles the cut-off 30%" in rec["reason"]
+    table = _cli("screen", folder / "P03_screening_BM.fcs", "--plots", tmp_path)
+    assert table.returncode == 0 and "BORDERLINE" in table.stdout
+    from cd7flow.assays.protocol_gating import run_protocol_gates
+    from cd7flow.assays.screening_plots import write_plots
+    from cd7flow.io.fcs_read import read_fcs
+    from cd7flow.protocol import load_protocol
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.savefig
+
+    def keep_title(fig, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return original(fig, *args, **kwargs)
+
+    proto = load_protocol("screening")
+    g = run_protocol_gates(read_fcs(folder / "P03_screening_BM.fcs"), proto)
+    blasts = g.masks["blasts_refined"]
+    with mock.patch.object(matplotlib.figure.Figure, "savefig", keep_title):
+        write_plots(g, proto, rec, blasts, g.masks["granulocytes"], g.masks["t_nk_cells"], tmp_path / "again")
+    assert any("BORDERLINE" in t and "mixture" in t for t in titles)
 
 
 def test_cli_user_errors_are_one_line(demo, tmp_path):

@@ -205,12 +205,10 @@ def generate(tube: Tube, path) -> dict:
             "is_blast": is_blast[order], "is_cd7": is_cd7[order]}
 
 
-# Known failures (measured 2026-11-25, protocol screening 1.3.0; unchanged at 1.4.0). strict=True: a fix makes
+# Known failures (measured 2026-11-25, protocol screening 1.3.0; unchanged at 1.4.0 and 1.5.0). strict=True: a fix makes
 # them XPASS and fail, so each mark must be removed with the fix.
 _NO_BLASTS = pytest.mark.xfail(strict=True, reason="6% blasts under a wide granulocyte/lymphocyte continuum: "
                                "no blast cluster found on CD45/SSC (not_evaluable, not a wrong verdict)")
-_T_CELLS_IN_BLASTS = pytest.mark.xfail(strict=True, reason="T-ALL blasts' CD45 (CV 60-80%) overlaps the "
-                                       "T cells, which share CD3/CD5 and are CD7-bright: +2.2 points (verdict right)")
 
 CASES = [
     Tube("tall_bright_85", "T-ALL", 0.55, 0.85, BRIGHT, seed=11),
@@ -221,8 +219,11 @@ CASES = [
          time=False, seed=14),
     pytest.param(Tube("aml_low_blasts_6", "AML", 0.06, 0.60, BRIGHT, n_events=40000, detectors="cytek",
                       fl_range=4194304.0, seed=15), marks=_NO_BLASTS),
-    pytest.param(Tube("tall_near_cut_32_dim", "T-ALL", 0.45, 0.32, DIM, dead_frac=0.05, seed=16),
-                 marks=_T_CELLS_IN_BLASTS),
+    # Was +2.2 points (xfail) at 1.4.0: 34.0% above the threshold. At 1.5.0 the verdict's % is the
+    # expressing fraction, 33.7% (+1.9): the blast gate still holds events of the T cells, whose CD45
+    # (blasts' CV 60-80%) and CD3 overlap the blasts' here (blast precision 0.944, recall 0.966), and
+    # the mature-T exclusion finds no region of the blast gate that is >= 80% T cells in this tube.
+    Tube("tall_near_cut_32_dim", "T-ALL", 0.45, 0.32, DIM, dead_frac=0.05, seed=16),
     Tube("aml_near_egil_22", "AML", 0.40, 0.22, MID, detectors="cytek", fl_range=1048576.0, seed=17),
     Tube("tall_high_blasts_60_dead20", "T-ALL", 0.60, 0.60, MID, dead_frac=0.2, scatter_range=1048576.0,
          seed=18),

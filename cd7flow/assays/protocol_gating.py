@@ -350,7 +350,15 @@ def _against(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.nda
     return None
 
 
-_FIT_INPUTS = {"reference": _reference, "fitted_reference": _fitted_reference, "against": _against}
+def _mature(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | None:
+    name = spec.params.get("mature")
+    if name is None or name not in g.locations or name in g.skipped:
+        return None
+    return X[g.masks[name]]
+
+
+_FIT_INPUTS = {"reference": _reference, "fitted_reference": _fitted_reference, "against": _against,
+               "mature": _mature}
 
 
 def _contaminated(g: GatedSample, population: str, by: str, min_fraction: float = 0.005) -> bool:

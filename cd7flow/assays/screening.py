@@ -15,13 +15,22 @@ How a file is gated (nothing depends on channel order, fluorochrome or scale ran
    cells (mixture on FSC/SSC), singlets (A/H band), viable (dye valley), CD45/SSC
    populations found relative to the lymphocytes, B and T/NK cells (robust reference
    thresholds against granulocytes), lineage refinement of the blasts;
-3. CD7+ = at or above the protocol's percentile of CD7 on the negative reference
-   populations (B cells, monocytes, granulocytes, minus anything CD3+ or CD56+), or
-   of the FMO tube's blasts; the verdict applies the protocol's rule to the percentage.
+3. two percentages of CD7+ blasts: ``cd7_pos_pct_threshold``, the conventional share at or
+   above the protocol's percentile of CD7 on the negative reference populations (B cells,
+   monocytes, granulocytes, minus anything CD3+ or CD56+) or of the FMO tube's blasts (Wilson
+   CI); and ``cd7_pos_pct_expressing``, the share of blasts that *express* CD7
+   (:mod:`gating.expressing`, reference chosen in :mod:`.screening_expressing`: the FMO's
+   blasts with ``--fmo``, else the negative reference matched to the blasts' SSC and spill-in;
+   percentile-bootstrap CI). A dim population straddles any cut, so the first reads low on
+   it. ``[positivity].estimate`` names the one the verdict uses (``cd7_method``); it is
+   ``cd7_pos_pct`` / ``cd7_pos_ci95``. The verdict applies the protocol's rule to it, and
+   ``borderline`` is true (and the reason says so) when its 95% CI straddles the cut-off:
+   the verdict keeps its side.
 
 Record fields beyond :data:`RESULT_KEYS`: ``cd45_pos`` (denominator of ``blast_pct``),
 ``cd7_threshold`` (linear units) and ``cd7_threshold_scale`` (gating scale),
-``threshold_reference``, ``gates`` (event count per population), ``channels`` (marker ->
+``threshold_reference``, ``expressing_reference`` and ``expressing_detail`` (the mixture's
+components), ``gates`` (event count per population), ``channels`` (marker ->
 $PnN), ``transforms``, ``notes`` (skipped gates, warnings), ``time_loss_pct``,
 ``sample_date`` ($DATE), ``path``, ``cd7flow_version``, ``plots``.
 """
@@ -34,12 +43,15 @@ from typing import Any
 import numpy as np
 
 from gating.auto import PercentileThreshold
+from gating.expressing import DEFAULT_METHOD as DEFAULT_ESTIMATE
+from gating.expressing import borderline
 
 from .. import __version__
 from ..errors import NotEvaluable, ProtocolError
 from ..protocol import Protocol, load_protocol, resolve_markers
 from ..sample import Sample
 from .protocol_gating import GatedSample, fitted_strategy, logicle_width, run_protocol_gates, sample_notes
+from .screening_expressing import expressing_estimate
 from .screening_plots import write_plots
 
 # Gate fitting and plots live in their own modules; these names stay importable from here
@@ -58,9 +70,11 @@ def result_keys(marker: str = "CD7") -> tuple[str, ...]:
     m = marker.lower()
     return (
         "file", "sha256", "protocol", "protocol_version", "protocol_sha256", "events", "viable_singlets", "cd45_pos",
-        "blasts", "blast_pct", f"{m}_pos", f"{m}_pos_pct", f"{m}_pos_ci95", f"{m}_threshold", f"{m}_mfi_blasts",
-        f"{m}_mfi_pos_blasts", "neg_ref_mfi", "neg_ref_events", "pos_ref_mfi", "pos_ref_events", "neg_ref_ratio",
-        "pos_ref_ratio", "rd_fmo", "fmo_file", "fmo_sha256", "intensity", "rule", "verdict", "reason",
+        "blasts", "blast_pct", f"{m}_pos", f"{m}_pos_pct", f"{m}_pos_ci95", f"{m}_method", f"{m}_pos_pct_threshold",
+        f"{m}_pos_ci95_threshold", f"{m}_pos_pct_expressing", f"{m}_pos_ci95_expressing", f"{m}_threshold",
+        f"{m}_mfi_blasts", f"{m}_mfi_pos_blasts", "neg_ref_mfi", "neg_ref_events", "pos_ref_mfi", "pos_ref_events",
+        "neg_ref_ratio", "pos_ref_ratio", "rd_fmo", "fmo_file", "fmo_sha256", "intensity", "rule", "verdict",
+        "borderline", "reason",
     )
 
 
@@ -68,6 +82,7 @@ RESULT_KEYS = result_keys("CD7")
 """Keys of a CD7 screening record, in output order (see :func:`result_keys`)."""
 
 Z95 = 1.959963984540054
+DEFAULT_BOOTSTRAP = 200
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +196,8 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
     rec["notes"] += [f"gate {k} skipped: {v}" for k, v in g.skipped.items()]
-    if any(x.method == "singlets" and x.id in g.skipped for x in protocol.gates):
+    singlet_gates = [x for x in protocol.gates if x.method == "singlets"]
+    if singlet_gates and all(x.id in g.skipped for x in singlet_gates):
         rec["notes"].append("no doublet discrimination: doublets in the reference populations can raise the "
                             "positivity threshold")
 
@@ -255,8 +271,20 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     rec[f"{m}_threshold"] = float(xf.inverse(np.array([thr.threshold_]))[0]) if xf is not None else thr.threshold_
     rec[f"{m}_threshold_scale"] = thr.threshold_
     rec[f"{m}_pos"] = k
-    rec[f"{m}_pos_pct"] = 100.0 * k / n
-    rec[f"{m}_pos_ci95"] = list(wilson_interval(k, n))
+    rec[f"{m}_pos_pct_threshold"] = 100.0 * k / n
+    rec[f"{m}_pos_ci95_threshold"] = list(wilson_interval(k, n))
+    estimate = pos_cfg.get("estimate", DEFAULT_ESTIMATE)
+    expressing, described = expressing_estimate(
+        g, marker, blasts, neg_mask, fmo_blasts, estimate if estimate != "threshold" else DEFAULT_ESTIMATE,
+        int(pos_cfg.get("bootstrap", DEFAULT_BOOTSTRAP)), min_ref)
+    rec[f"{m}_pos_pct_expressing"] = expressing.pct
+    rec[f"{m}_pos_ci95_expressing"] = list(expressing.ci95)
+    rec["expressing_reference"] = described
+    rec["expressing_detail"] = {"method": expressing.method, **expressing.detail}
+    rec[f"{m}_method"] = estimate
+    used = "threshold" if estimate == "threshold" else "expressing"
+    rec[f"{m}_pos_pct"] = rec[f"{m}_pos_pct_{used}"]
+    rec[f"{m}_pos_ci95"] = rec[f"{m}_pos_ci95_{used}"]
     rec[f"{m}_mfi_blasts"] = float(np.median(marker_blasts))
     rec[f"{m}_mfi_pos_blasts"] = float(np.median(marker_blasts[positive])) if k else None
     rec["neg_ref_mfi"] = float(np.median(marker_linear[neg_mask])) if rec["neg_ref_events"] else None
@@ -269,9 +297,15 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     rec["intensity"] = intensity_word(rec[f"{m}_pos_pct"], rec[f"{m}_mfi_pos_blasts"],
                                       rec["pos_ref_mfi"] if rec["pos_ref_events"] >= min_ref else None, inten)
     rec["verdict"] = "positive" if protocol.rule.passes(rec[f"{m}_pos_pct"]) else "negative"
-    rec["reason"] = (f"{rec[f'{m}_pos_pct']:.1f}% {marker}+ blasts (95% CI {rec[f'{m}_pos_ci95'][0]:.1f}-"
+    rec["borderline"] = borderline(rec[f"{m}_pos_ci95"], protocol.rule)
+    what = {"threshold": f"above the {pct}th percentile of the reference",
+            "mixture": "expressing, two-component mixture", "overton": "expressing, Overton subtraction"}[estimate]
+    rec["reason"] = (f"{rec[f'{m}_pos_pct']:.1f}% {marker}+ blasts ({what}; 95% CI {rec[f'{m}_pos_ci95'][0]:.1f}-"
                      f"{rec[f'{m}_pos_ci95'][1]:.1f}) {'meets' if rec['verdict'] == 'positive' else 'fails'} "
                      f"rule {protocol.rule.text}")
+    if rec["borderline"]:
+        rec["reason"] += (f"; borderline: the 95% CI straddles the cut-off {protocol.rule.value:g}%, "
+                          f"so the call could go either way")
     if plots_dir is not None:
         rec["plots"] = write_plots(g, protocol, rec, blasts, neg_mask, pos_mask, plots_dir)
 

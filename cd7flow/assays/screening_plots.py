@@ -81,8 +81,15 @@ def write_plots(g: GatedSample, protocol: Protocol, rec: dict, blasts: np.ndarra
         ax.axvline(t, color="k", ls="--", lw=1, label="threshold")
     ax.set_xlabel(f"{marker} ({g.channels[marker]}, {g.transforms[marker].get('kind')})")
     ax.set_ylabel("density")
-    ax.set_title(f"{rec['file']}: {rec[f'{marker.lower()}_pos_pct']:.1f}% {marker}+ blasts, {rec['verdict']} "
-                 f"({protocol.rule.text})", fontsize=9)
+    m = marker.lower()
+    ci = rec.get(f"{m}_pos_ci95") or [float("nan")] * 2
+    title = (f"{rec['file']}: {rec[f'{m}_pos_pct']:.1f}% {marker}+ blasts ({rec.get(f'{m}_method')}, 95% CI "
+             f"{ci[0]:.1f}-{ci[1]:.1f}), {rec['verdict']} ({protocol.rule.text})")
+    if rec.get(f"{m}_pos_pct_threshold") is not None and rec.get(f"{m}_method") != "threshold":
+        title += f"\nabove threshold: {rec[f'{m}_pos_pct_threshold']:.1f}%"
+    if rec.get("borderline"):
+        title += "; BORDERLINE: the 95% CI straddles the cut-off"
+    ax.set_title(title, fontsize=8, color="darkmagenta" if rec.get("borderline") else "black")
     ax.legend(fontsize=7)
     path = os.path.join(plots_dir, f"{stem}_{marker.lower()}_hist.png")
     _save_atomic(fig, path)

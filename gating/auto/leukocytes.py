@@ -16,7 +16,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..errors import GatingError
-from ..gates import BooleanGate, EllipsoidGate, PolygonGate, RectangleGate
+from ..gates import BooleanGate, EllipsoidGate, GateReference, PolygonGate, RectangleGate
 from ._base import AutoGate, ColumnSource, ParameterError, convex_hull, mahalanobis_sq, renamed, subsample
 from .thresholds import DensityThreshold
 
@@ -338,9 +338,19 @@ class LineageGate(AutoGate):
     ``shape_gate_``): CD34-negative blasts look like the CD34+ blasts there, CD33-bright
     monocytes sharing the blast gate do not.
 
+    ``mature_markers`` (column indices, e.g. surface CD3) with ``shape_dimensions`` and
+    ``fit(..., mature=...)`` (events of normal mature cells, e.g. the T/NK-cell gate of the
+    CD45-bright lymphocytes): when the chosen group holds a mature marker, the mature cells
+    positive for it (above its threshold) give an ellipsoid on the shape dimensions and the
+    mature markers holding ``mature_coverage`` of them (``mature_gate_``), and events inside
+    it are not blasts. Normal T cells are CD45-bright, surface-CD3-bright and SSC-low; T-ALL
+    blasts whose CD45 overlaps theirs share CD3/CD5 (and CD7) with them, and only the joint
+    position on CD45, SSC and CD3 tells them apart.
+
     ``gate_``: one marker's range gate (x >= threshold), a RectangleGate for ``mode="all"``,
     else a BooleanGate over ``gates_`` (one range gate per chosen marker, plus the
-    ellipsoid and its boolean parts when the primary split applies).
+    ellipsoid and its boolean parts when the primary split applies); with the mature
+    exclusion, ``<id>_lineage`` AND NOT ``<id>_mature_like``.
     """
 
     n_dims = None
@@ -356,11 +366,14 @@ class LineageGate(AutoGate):
         "primary_fraction": [Interval(Real, 0, 1, closed="both")],
         "primary_coverage": [Interval(Real, 0, 1, closed="neither")],
         "shape_dimensions": ["array-like", None],
+        "mature_markers": ["array-like", None],
+        "mature_coverage": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(self, dimensions, mode: str = "any", percentile: float = 99.0, groups=None,
                  against_percentile: float = 99.0, primary=None, primary_fraction: float = 0.5,
-                 primary_coverage: float = 0.99, shape_dimensions=None, gate_id: str | None = None):
+                 primary_coverage: float = 0.99, shape_dimensions=None, mature_markers=None,
+                 mature_coverage: float = 0.99, gate_id: str | None = None):
         self.dimensions = dimensions
         self.mode = mode
         self.percentile = percentile
@@ -370,6 +383,8 @@ class LineageGate(AutoGate):
         self.primary_fraction = primary_fraction
         self.primary_coverage = primary_coverage
         self.shape_dimensions = shape_dimensions
+        self.mature_markers = mature_markers
+        self.mature_coverage = mature_coverage
         self.gate_id = gate_id
 
     # --- parameters ---------------------------------------------------------
@@ -400,15 +415,22 @@ class LineageGate(AutoGate):
                 raise ParameterError("groups", f"LineageGate: groups must be non-empty lists of column indices < {n}")
         if any(j < 0 or j >= n for j in self._primary()):
             raise ParameterError("primary", f"LineageGate: primary must be column indices < {n}")
+        if any(j < 0 or j >= n for j in self._mature_markers()):
+            raise ParameterError("mature_markers", f"LineageGate: mature_markers must be column indices < {n}")
+
+    def _mature_markers(self) -> list[int]:
+        return sorted({int(j) for j in self.mature_markers}) if self.mature_markers else []
 
     # --- fitting ------------------------------------------------------------
-    def fit(self, X, y=None, reference=None, against=None) -> "LineageGate":
+    def fit(self, X, y=None, reference=None, against=None, mature=None) -> "LineageGate":
         """``reference``: events negative for every marker (thresholds); ``against``: normal
-        cells sharing the blasts' region (e.g. granulocytes). Both are events x markers
-        arrays (extra trailing columns are ignored); neither is kept."""
-        return super().fit(X, y, reference=reference, against=against)
+        cells sharing the blasts' region (e.g. granulocytes); ``mature``: normal mature cells
+        (e.g. T cells) to exclude, with the same columns as X (markers, then shape
+        dimensions). Others are events x markers arrays (extra trailing columns are ignored);
+        none is kept."""
+        return super().fit(X, y, reference=reference, against=against, mature=mature)
 
-    def _fit(self, X: np.ndarray, reference=None, against=None) -> None:
+    def _fit(self, X: np.ndarray, reference=None, against=None, mature=None) -> None:
         n = len(self._markers())
         if reference is not None:
             reference = np.asarray(reference, dtype=np.float64)
@@ -433,9 +455,68 @@ class LineageGate(AutoGate):
         self.group_fractions_ = None
         self.primary_, self.secondary_, self.primary_share_ = [], [], None
         self.shape_mean_ = self.shape_covariance_ = None
+        self.mature_mean_ = self.mature_covariance_ = None
         groups = self._groups()
-        if groups is None:
+        if groups is not None:
+            self._fit_groups(X, groups, against)
+        self._fit_mature(X, mature)
+
+    def _fit_mature(self, X: np.ndarray, mature) -> None:
+        """The ellipsoid of mature cells positive for a chosen mature marker (shape dims + mature markers)."""
+        n = len(self._markers())
+        markers = [j for j in self._mature_markers() if j in self.selected_]
+        if mature is None or not markers or not self.shape_dimensions:
             return
+        mature = np.asarray(mature, dtype=np.float64)
+        if mature.ndim != 2 or mature.shape[1] != X.shape[1]:
+            raise GatingError(f"LineageGate ({self._id()}): mature events need the {X.shape[1]} columns of X")
+        cols = list(range(n, X.shape[1])) + markers
+        model = mature[(mature[:, markers] >= self.thresholds_[markers]).any(axis=1)][:, cols]
+        model = np.ascontiguousarray(model[np.all(np.isfinite(model), axis=1)])
+        if model.shape[0] < 10 * len(cols):
+            return
+        cov = np.cov(model.T)
+        if not np.all(np.linalg.eigvalsh(cov) > 0):
+            return
+        mean = model.mean(axis=0)
+        # Lineage-positive blast-gate events, and the ones a two-Gaussian comparison (mature
+        # cells vs these events, the mature share fitted) calls mature. The ellipsoid is the widest of the
+        # candidate coverages (up to mature_coverage) whose events are >= 80% called mature:
+        # where T-ALL blasts are surface-CD3+ and overlap the T cells on CD45, a fixed 99%
+        # ellipsoid of the T cells would take many blasts with it.
+        lineage_pos = (X[:, :n] >= self.thresholds_)[:, self.selected_].any(axis=1)
+        cand = np.ascontiguousarray(X[lineage_pos][:, cols])
+        cand = cand[np.all(np.isfinite(cand), axis=1)]
+        if cand.shape[0] < 10 * len(cols):
+            return
+        d2_mature = mahalanobis_sq(cand, mean, cov)
+        b_mean, b_cov = cand.mean(axis=0), np.cov(cand.T)
+        if not np.all(np.linalg.eigvalsh(b_cov) > 0):
+            return
+        log_ratio = (-0.5 * d2_mature - 0.5 * np.linalg.slogdet(cov)[1]) - \
+                    (-0.5 * mahalanobis_sq(cand, b_mean, b_cov) - 0.5 * np.linalg.slogdet(b_cov)[1])
+        # The mature cells' share among these events (EM on the prior, both shapes fixed):
+        # with equal priors, blasts in the overlap would be called mature far too often.
+        share = 0.5
+        for _ in range(50):
+            resp = 1.0 / (1.0 + np.exp(-np.clip(log_ratio + np.log(share / (1 - share)), -50, 50)))
+            share = float(np.clip(resp.mean(), 1e-4, 0.5))
+        called = resp > 0.5
+        self.mature_cutoff_ = None
+        for coverage in np.linspace(self.mature_coverage, 0.5, 10):
+            cutoff = float(chi2.ppf(coverage, len(cols)))
+            inside = d2_mature <= cutoff
+            if inside.any() and np.mean(called[inside]) >= 0.8:
+                self.mature_cutoff_ = cutoff
+                break
+        if self.mature_cutoff_ is None:
+            return
+        self.mature_columns_ = cols
+        self.mature_mean_ = mean
+        self.mature_covariance_ = cov
+
+    def _fit_groups(self, X: np.ndarray, groups: list[list[int]], against) -> None:
+        n = len(self._markers())
         pos = X[:, :n] >= self.thresholds_
         self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in groups]
         self.selected_ = groups[int(np.argmax(self.group_fractions_))]
@@ -482,7 +563,19 @@ class LineageGate(AutoGate):
         self.shape_covariance_ = cov
 
     def _build_gate(self):
+        self.gates_ = []
+        self.mature_gate_ = None
+        if self.mature_mean_ is None:
+            return self._build_lineage_gate(self._id())
         gid = self._id()
+        lineage = self._build_lineage_gate(f"{gid}_lineage")
+        dims = [self.dimensions_[j] for j in self.mature_columns_]
+        self.mature_gate_ = EllipsoidGate(f"{gid}_mature_like", dims, self.mature_mean_, self.mature_covariance_,
+                                          self.mature_cutoff_)
+        self.gates_ = [*self.gates_, lineage, self.mature_gate_]
+        return BooleanGate(gid, "and", [GateReference(lineage.id), GateReference(self.mature_gate_.id, True)])
+
+    def _build_lineage_gate(self, gid: str):
         dims = self.dimensions_
         marker_gates = {j: RectangleGate(f"{gid}_{dims[j].channel}", [dims[j]], [self.thresholds_[j]], [None])
                         for j in self.selected_}

@@ -44,7 +44,8 @@ class GateMethod:
         marker tests named by params.reference_exclude; too few events is an error),
         "fitted_reference" (that population only when it was fitted, not skipped; else
         None), "against" (params.against's events, only when the parent gate's fit puts
-        them inside the parent population).
+        them inside the parent population), "mature" (params.mature's events, all columns,
+        when that population was fitted; else None).
     context_params : protocol parameters the pipeline reads for ``fit_inputs``.
     shape_dimensions : the estimator gets the dimensions of the gate that made its parent
         population (e.g. CD45/SSC for blasts) as ``shape_dimensions``.
@@ -113,8 +114,9 @@ register("positive", GateMethod(MarkerPositive, partial_dimensions=True, marker_
                                 fit_inputs=MappingProxyType({"reference": "fitted_reference"}),
                                 context_params=("reference",)))
 register("lineage", GateMethod(LineageGate, partial_dimensions=True, shape_dimensions=True,
-                               marker_params=("groups", "primary"),
-                               fit_inputs=MappingProxyType({"reference": "reference", "against": "against"}),
-                               context_params=("reference", "reference_exclude", "against")))
+                               marker_params=("groups", "primary", "mature_markers"),
+                               fit_inputs=MappingProxyType({"reference": "reference", "against": "against",
+                                                            "mature": "mature"}),
+                               context_params=("reference", "reference_exclude", "against", "mature")))
 # Counting beads leave the sequence before the cells gate; a tube without beads passes whole.
 register("beads", GateMethod(BeadGate))

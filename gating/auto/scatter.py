@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import chi2
 from sklearn.mixture import GaussianMixture
 
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..errors import GatingError
 from ..gates import PolygonGate
@@ -116,9 +116,12 @@ class SingletGate(AutoGate):
     """Singlets on FSC-A vs FSC-H: a band of the area/height ratio fitted robustly.
 
     Doublets have a larger area for their height. The band is median(A/H) minus
-    ``n_mad_low`` and plus ``n_mad_high`` scaled MADs (1.4826 x MAD, a robust SD), with
-    the ratio computed on events with positive A and H. The gate is the wedge polygon
-    between the two ratio lines from the origin to 5% past the largest FSC-A fitted.
+    ``n_mad_low`` and plus ``n_mad_high`` robust SDs of the ratio, computed on events with
+    positive A and H. ``spread`` picks the robust SD: "mad" (1.4826 x MAD, symmetric) or
+    "lower" (median minus the 15.87th percentile: the singlets' own spread, which the doublet
+    tail above the median cannot widen; with many doublets a symmetric MAD grows with them and
+    the band keeps them). The gate is the wedge polygon between the two ratio lines from the
+    origin to 5% past the largest A fitted. Works on FSC-A/FSC-H and on SSC-A/SSC-H alike.
 
     Attributes after fit: ``ratio_median_``, ``ratio_low_``, ``ratio_high_`` (A/H, unitless),
     ``vertices_`` and ``gate_`` (PolygonGate, same units as the input).
@@ -131,14 +134,16 @@ class SingletGate(AutoGate):
         **AutoGate._parameter_constraints,
         "n_mad_low": [Interval(Real, 0, None, closed="neither")],
         "n_mad_high": [Interval(Real, 0, None, closed="neither")],
+        "spread": [StrOptions({"mad", "lower"})],
     }
 
     def __init__(self, dimensions=("FSC-A", "FSC-H"), n_mad_low: float = 6.0, n_mad_high: float = 5.0,
-                 gate_id: str | None = None):
+                 spread: str = "mad", gate_id: str | None = None):
         self.dimensions = dimensions
         self.gate_id = gate_id
         self.n_mad_low = n_mad_low
         self.n_mad_high = n_mad_high
+        self.spread = spread
 
     def _fit(self, X: np.ndarray) -> None:
         a, h = X[:, 0], X[:, 1]
@@ -147,7 +152,10 @@ class SingletGate(AutoGate):
             raise GatingError(f"SingletGate ({self._id()}): fewer than {self.min_fit_events} events with A, H > 0")
         ratio = a[ok] / h[ok]
         med = float(np.median(ratio))
-        rsd = 1.4826 * float(np.median(np.abs(ratio - med)))
+        if self.spread == "lower":
+            rsd = med - float(np.percentile(ratio, 15.865525393145708))
+        else:
+            rsd = 1.4826 * float(np.median(np.abs(ratio - med)))
         if rsd == 0:
             rsd = 0.01 * med  # all ratios identical (synthetic data): a 1% band
         self.ratio_median_ = med
