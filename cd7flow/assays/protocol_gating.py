@@ -23,7 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from gating.auto import METHODS
-from gating.dimensions import Dimension
+from gating.dimensions import FCS_COMPENSATION, Dimension
 from gating.errors import GatingError as _GatingErrorBase
 from gating.tree import ROOT, GatingResult, GatingTree
 
@@ -174,7 +174,7 @@ def _compensation(sample: Sample, protocol: Protocol, mapping: dict[str, str]) -
     if not any(key in protocol.markers for key in mapping):
         return None  # no fluorescence marker in this tube: nothing to compensate
     if sample.spillover is not None:
-        return "FCS"
+        return FCS_COMPENSATION
     error = sample.extra.get("spillover_error")
     why = f"its spillover matrix is unusable ({error})" if error else \
         "it carries no spillover matrix ($SPILLOVER, SPILL or $COMP)"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from gating import expressing as E
+from gating.dimensions import FCS_COMPENSATION, is_uncompensated
 
-from ..datasource import UNCOMPENSATED_IDS
 from ..errors import CD7FlowError, NotEvaluable
 from .protocol_gating import GatedSample
 
@@ -28,9 +28,9 @@ from .protocol_gating import GatedSample
 def _spillover(g: GatedSample, marker: str):
     """(matrix, detector $PnN list) the marker's values were compensated with, or None."""
     comp = g.dimensions[marker].compensation
-    if comp in UNCOMPENSATED_IDS:
+    if is_uncompensated(comp):
         return None
-    spill = g.sample.spillover if comp == "FCS" else g.source.compensations.get(comp)
+    spill = g.sample.spillover if comp == FCS_COMPENSATION else g.source.compensations.get(comp)
     if spill is None or not hasattr(spill, "channels"):
         return None
     return np.asarray(spill.matrix, dtype=float), list(spill.channels)
