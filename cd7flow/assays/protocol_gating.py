@@ -350,11 +350,11 @@ def _against(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.nda
     return None
 
 
-def _mature(g: GatedSample, spec: GateSpec, X: np.ndarray) -> np.ndarray | None:
+def _mature(g: GatedSample, spec: GateSpec, rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
     name = spec.params.get("mature")
     if name is None or name not in g.locations or name in g.skipped:
         return None
-    return X[g.masks[name]]
+    return rows(g.masks[name])
 
 
 _FIT_INPUTS = {"reference": _reference, "fitted_reference": _fitted_reference, "against": _against,
