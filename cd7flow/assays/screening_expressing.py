@@ -20,7 +20,7 @@ import numpy as np
 
 from gating import expressing as E
 
-from ..datasource import UNCOMPENSATED_IDS
+from gating.dimensions import UNCOMPENSATED_IDS
 from ..errors import CD7FlowError, NotEvaluable
 from .protocol_gating import GatedSample
 

@@ -44,7 +44,8 @@ class CD45SSCPopulations(AutoGate):
       their components must dip below ``blast_valley_ratio`` x the lower end density. A
       dim cluster with no such valley is the lymphocytes' dim tail (a mixture spends
       components on a skewed population, and complete linkage may leave one unmerged)
-      and is named lymphocytes; ``blast_valley_`` holds each dim cluster's ratio.
+      and is named lymphocytes; ``blast_valley_`` holds each dim cluster's ratio (at most 1).
+      ``blast_valley_ratio`` 0 names every dim cluster a tail; above 1 the test is off.
 
     Components that form one mode are merged first (see ``_merge_components``), and dc /
     ds are computed between the merged clusters. Components below ``min_weight`` are
@@ -76,7 +77,7 @@ class CD45SSCPopulations(AutoGate):
         "gran_ssc_gap": [Interval(Real, 0, None, closed="left")],
         "negative_merge_gap": [Interval(Real, 0, None, closed="left")],
         "merge_ratio": [Interval(Real, 0, 1, closed="both")],
-        "blast_valley_ratio": [Interval(Real, 0, 1, closed="both")],
+        "blast_valley_ratio": [Interval(Real, 0, None, closed="left")],
         "background_sd_ratio": [Interval(Real, 0, None, closed="neither")],
         "require_population": ["boolean"],
         "min_weight": [Interval(Real, 0, 1, closed="left")],
