@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from gating import expressing as E
-
 from gating.dimensions import UNCOMPENSATED_IDS
+
 from ..errors import CD7FlowError, NotEvaluable
 from .protocol_gating import GatedSample
 
