@@ -337,7 +337,7 @@ class CD45SSCPopulations(AutoGate):
 def _valley_ratio(gmm: GaussianMixture, components, start: np.ndarray, end: np.ndarray) -> float:
     """Lowest density of ``components`` along the segment start -> end over the lower end density.
 
-    1 (or more) means no dip between the two points (one mode); values near 0 a deep valley
+    1 means no dip between the two points (one mode), values near 0 a deep valley
     (the ridgeline idea of Hennig 2010, on the mixture's own components).
     """
     from scipy.stats import multivariate_normal
