@@ -44,7 +44,8 @@ class CD45SSCPopulations(AutoGate):
       their components must dip below ``blast_valley_ratio`` x the lower end density. A
       dim cluster with no such valley is the lymphocytes' dim tail (a mixture spends
       components on a skewed population, and complete linkage may leave one unmerged)
-      and is named lymphocytes; ``blast_valley_`` holds each dim cluster's ratio (at most 1).
+      and is named lymphocytes, unless it is denser at its centre than the lymphocytes
+      at theirs (then they are its shoulder); ``blast_valley_`` holds each dim cluster's ratio (at most 1).
       ``blast_valley_ratio`` 0 names every dim cluster a tail; above 1 the test is off.
 
     Components that form one mode are merged first (see ``_merge_components``), and dc /
@@ -273,15 +274,19 @@ class CD45SSCPopulations(AutoGate):
         # A dim cluster with no density valley between it and the lymphocytes is their dim
         # tail, not a second population: blasts must be a separate mode (the biology of the
         # CD45/SSC blast gate), or a pre-gated lymphocyte file grows a "blast" cluster.
+        # A tail is also less dense than the lymphocytes' own mode: a dim cluster denser at its
+        # centre than the lymphocytes at theirs is the main population with the lymphocytes as
+        # its shoulder (CD45-moderate T-ALL blasts outnumbering the T cells), not their tail.
         # The tail may take several components: brightest first, each one judged a tail joins
         # the lymphocytes the next is compared with, so a far tail component is not set
         # against the lymphocytes' core alone (with the gap between them left empty).
         self.blast_valley_ = {}
         for c in sorted(dim, key=lambda c: -means[c, 0]):
             lymph_ks = [k for l, name in names.items() if name == "lymphocytes" for k in clusters[l]]
-            ratio = _valley_ratio(gmm, clusters[c] + lymph_ks, means[c], means[lymph])
+            dens = _path_density(gmm, clusters[c] + lymph_ks, means[c], means[lymph])
+            ratio = float(dens.min() / max(min(dens[0], dens[-1]), np.finfo(float).tiny))
             self.blast_valley_[tuple(clusters[c])] = ratio
-            if ratio >= self.blast_valley_ratio:
+            if ratio >= self.blast_valley_ratio and dens[0] < dens[-1]:
                 names[c] = "lymphocytes"
                 dim.remove(c)
         # CD45-dim/negative SSC-low components, brightest first, are grouped while each is
@@ -334,18 +339,23 @@ class CD45SSCPopulations(AutoGate):
         return pops + [BooleanGate(gate_id, "or", [g.id for g in leukocytes])]
 
 
+def _path_density(gmm: GaussianMixture, components, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Density of the mixture's ``components`` at 41 points along the segment start -> end."""
+    from scipy.stats import multivariate_normal
+
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    path = start + t * (end - start)
+    return sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
+               for k in components)
+
+
 def _valley_ratio(gmm: GaussianMixture, components, start: np.ndarray, end: np.ndarray) -> float:
     """Lowest density of ``components`` along the segment start -> end over the lower end density.
 
     1 means no dip between the two points (one mode), values near 0 a deep valley
     (the ridgeline idea of Hennig 2010, on the mixture's own components).
     """
-    from scipy.stats import multivariate_normal
-
-    t = np.linspace(0.0, 1.0, 41)[:, None]
-    path = start + t * (end - start)
-    dens = sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
-               for k in components)
+    dens = _path_density(gmm, components, start, end)
     return float(dens.min() / max(min(dens[0], dens[-1]), np.finfo(float).tiny))
 
 
