@@ -39,6 +39,14 @@ class CD45SSCPopulations(AutoGate):
       brightest down while neighbours are within ``negative_merge_gap`` on CD45; the
       brightest group is the blasts, any group separated below it is cd45_negative
       (erythroid cells, debris), never called blasts.
+    * a CD45-dim cluster is blasts (or cd45_negative) only when it is a separate mode from
+      the lymphocytes: along the segment joining the two clusters' means, the density of
+      their components must dip below ``blast_valley_ratio`` x the lower end density. A
+      dim cluster with no such valley is the lymphocytes' dim tail (a mixture spends
+      components on a skewed population, and complete linkage may leave one unmerged)
+      and is named lymphocytes, unless it is denser at its centre than the lymphocytes
+      at theirs (then they are its shoulder); ``blast_valley_`` holds each dim cluster's ratio (at most 1).
+      ``blast_valley_ratio`` 0 names every dim cluster a tail; above 1 the test is off.
 
     Components that form one mode are merged first (see ``_merge_components``), and dc /
     ds are computed between the merged clusters. Components below ``min_weight`` are
@@ -70,6 +78,7 @@ class CD45SSCPopulations(AutoGate):
         "gran_ssc_gap": [Interval(Real, 0, None, closed="left")],
         "negative_merge_gap": [Interval(Real, 0, None, closed="left")],
         "merge_ratio": [Interval(Real, 0, 1, closed="both")],
+        "blast_valley_ratio": [Interval(Real, 0, None, closed="left")],
         "background_sd_ratio": [Interval(Real, 0, None, closed="neither")],
         "require_population": ["boolean"],
         "min_weight": [Interval(Real, 0, 1, closed="left")],
@@ -80,6 +89,7 @@ class CD45SSCPopulations(AutoGate):
     def __init__(self, dimensions=("CD45", "SSC-A"), population: str = "blasts", n_components: int = 8,
                  coverage: float = 0.95, dim_gap: float = 1.0, mono_ssc_gap: float = 1.5,
                  gran_ssc_gap: float = 3.0, negative_merge_gap: float = 3.0, merge_ratio: float = 0.8,
+                 blast_valley_ratio: float = 0.8,
                  background_sd_ratio: float = 4.0, require_population: bool = True,
                  min_weight: float = 0.005,
                  max_fit_events: int | None = 40_000, random_state: int = 0, gate_id: str | None = None):
@@ -93,6 +103,7 @@ class CD45SSCPopulations(AutoGate):
         self.gran_ssc_gap = gran_ssc_gap
         self.negative_merge_gap = negative_merge_gap
         self.merge_ratio = merge_ratio
+        self.blast_valley_ratio = blast_valley_ratio
         self.background_sd_ratio = background_sd_ratio
         self.require_population = require_population
         self.min_weight = min_weight
@@ -152,16 +163,11 @@ class CD45SSCPopulations(AutoGate):
         pair along the segment joining their means never falls below ``merge_ratio`` x the
         lower of the two end densities (a unimodality check in the spirit of Hennig 2010).
         """
-        from scipy.stats import multivariate_normal
-
-        t = np.linspace(0.0, 1.0, 41)[:, None]
         one_mode = {}
         for i, a in enumerate(usable):
             for b in usable[i + 1:]:
-                path = gmm.means_[a] + t * (gmm.means_[b] - gmm.means_[a])
-                dens = sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
-                           for k in (a, b))
-                one_mode[a, b] = one_mode[b, a] = bool(dens.min() >= self.merge_ratio * min(dens[0], dens[-1]))
+                ratio = _valley_ratio(gmm, (a, b), gmm.means_[a], gmm.means_[b])
+                one_mode[a, b] = one_mode[b, a] = bool(ratio >= self.merge_ratio)
         # Complete linkage: two groups join only when every pair across them forms one mode.
         # Chaining (single linkage) lets a broad continuum of wide populations - blasts
         # running into low-SSC granulocytes running into monocytes - collapse into one cluster.
@@ -265,6 +271,24 @@ class CD45SSCPopulations(AutoGate):
                 for c in bright:
                     names[c] = "lymphocytes"
                     dim.remove(c)
+        # A dim cluster with no density valley between it and the lymphocytes is their dim
+        # tail, not a second population: blasts must be a separate mode (the biology of the
+        # CD45/SSC blast gate), or a pre-gated lymphocyte file grows a "blast" cluster.
+        # A tail is also less dense than the lymphocytes' own mode: a dim cluster denser at its
+        # centre than the lymphocytes at theirs is the main population with the lymphocytes as
+        # its shoulder (CD45-moderate T-ALL blasts outnumbering the T cells), not their tail.
+        # The tail may take several components: brightest first, each one judged a tail joins
+        # the lymphocytes the next is compared with, so a far tail component is not set
+        # against the lymphocytes' core alone (with the gap between them left empty).
+        self.blast_valley_ = {}
+        for c in sorted(dim, key=lambda c: -means[c, 0]):
+            lymph_ks = [k for l, name in names.items() if name == "lymphocytes" for k in clusters[l]]
+            dens = _path_density(gmm, clusters[c] + lymph_ks, means[c], means[lymph])
+            ratio = float(dens.min() / max(min(dens[0], dens[-1]), np.finfo(float).tiny))
+            self.blast_valley_[tuple(clusters[c])] = ratio
+            if ratio >= self.blast_valley_ratio and dens[0] < dens[-1]:
+                names[c] = "lymphocytes"
+                dim.remove(c)
         # CD45-dim/negative SSC-low components, brightest first, are grouped while each is
         # within negative_merge_gap (CD45 separation) of the previous one: one broad blast
         # population often takes several components. The brightest group is the blasts;
@@ -313,6 +337,26 @@ class CD45SSCPopulations(AutoGate):
         if len(leukocytes) == 1:
             return pops + [renamed(leukocytes[0], gate_id)]
         return pops + [BooleanGate(gate_id, "or", [g.id for g in leukocytes])]
+
+
+def _path_density(gmm: GaussianMixture, components, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Density of the mixture's ``components`` at 41 points along the segment start -> end."""
+    from scipy.stats import multivariate_normal
+
+    t = np.linspace(0.0, 1.0, 41)[:, None]
+    path = start + t * (end - start)
+    return sum(gmm.weights_[k] * multivariate_normal(gmm.means_[k], gmm.covariances_[k]).pdf(path)
+               for k in components)
+
+
+def _valley_ratio(gmm: GaussianMixture, components, start: np.ndarray, end: np.ndarray) -> float:
+    """Lowest density of ``components`` along the segment start -> end over the lower end density.
+
+    1 means no dip between the two points (one mode), values near 0 a deep valley
+    (the ridgeline idea of Hennig 2010, on the mixture's own components).
+    """
+    dens = _path_density(gmm, components, start, end)
+    return float(dens.min() / max(min(dens[0], dens[-1]), np.finfo(float).tiny))
 
 
 class LineageGate(AutoGate):
