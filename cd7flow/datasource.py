@@ -142,6 +142,13 @@ class SampleSource:
         if is_uncompensated(compensation):
             return self._raw(channel), False
         block, index = self._compensate(compensation)
+        matrix = self._matrix_for(compensation)
+        if isinstance(matrix, SpectrumMatrix):
+            # outputs are fluorochromes, not FCS channels: no $PnN/$PnS aliasing applies
+            i = matrix.output_index(channel)
+            if i is not None:
+                return block[:, i], True
+            return self._raw(channel), False  # not unmixed by the matrix (scatter, time)
         i = index.get(channel)
         if i is None:
             # the matrix may name detectors by $PnS while the gate uses $PnN (or vice versa)

@@ -142,21 +142,24 @@ class RectangleGate(Gate):
 
 
 def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Even-odd rule membership of points (x, y) in a polygon given by (n, 2) vertices.
+    """Membership of points (x, y) in a polygon given by (n, 2) vertices: even-odd rule, boundary in.
+
+    Gating-ML 2.0 puts the boundary in the gate: a point exactly on an edge or on a
+    vertex is inside, whatever the side the polygon lies on. Away from the boundary
+    the even-odd (crossing) rule decides, so a self-intersecting polygon keeps its
+    holes. NaN coordinates are outside.
 
     Vectorised over events, looping over edges; events outside the bounding box are
     rejected first. Ray towards +x; an edge counts when exactly one of its end points
-    lies strictly above the point's y, so boundary points follow the half-open
-    convention (left/bottom in, right/top out; a point on a sloped edge is in when
-    the polygon lies to its right). NaN coordinates are outside.
+    lies strictly above the point's y. Exactly-on-edge is decided without rounding:
+    the orientation product is exactly 0 only for a point on the edge's line.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     vx = vertices[:, 0]
     vy = vertices[:, 1]
     result = np.zeros(x.shape, dtype=bool)
-    # The half-open rule makes the max edges exclusive, so the prefilter may be too.
-    candidates = np.flatnonzero((x >= vx.min()) & (x < vx.max()) & (y >= vy.min()) & (y < vy.max()))
+    candidates = np.flatnonzero((x >= vx.min()) & (x <= vx.max()) & (y >= vy.min()) & (y <= vy.max()))
     if candidates.size == 0:
         return result
     px = x[candidates]
@@ -167,7 +170,7 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
         x1, y1 = vx[i], vy[i]
         x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
         if y1 == y2:
-            continue  # a horizontal edge never straddles a ray
+            continue  # a horizontal edge never straddles a ray (its points: see below)
         # exactly one end strictly above the point <=> min(y1, y2) <= y < max(y1, y2); only the
         # events in that band need the crossing test, which saves most of the arithmetic
         # (when the band holds most events, gathering them costs more than it saves)
@@ -181,15 +184,36 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
             band = np.flatnonzero(in_band)
             bx, by = px[band], py[band]
         # "point left of the edge's crossing" as the sign of an orientation product rather than
-        # a division: a point exactly on a sloped edge then gives exactly 0 and is classed by the
-        # half-open rule instead of by rounding noise.
+        # a division: a point exactly on a sloped edge then gives exactly 0 (on the edge's line,
+        # and within the band, so on the segment) and is put in the gate, not classed by noise.
         cross = (x2 - x1) * (by - y1) - (bx - x1) * (y2 - y1)
         left = cross > 0 if y2 > y1 else cross < 0
+        on_edge = cross == 0
         if band is None:
             inside ^= in_band & left
+            on_edge &= in_band
         else:
             inside[band[left]] ^= True
-    result[candidates] = inside
+            on_edge = band[on_edge]
+        # marked after the loop: an on-edge point must not be toggled back by a later edge
+        result[candidates[on_edge]] = True
+    # The points the band test leaves out of the boundary: those on a horizontal edge and
+    # those on a vertex (the top end of every band is open). Both share a vertex's y, which
+    # few events do; they are found by one sorted lookup, then tested one edge at a time.
+    levels = np.unique(vy)
+    pos = np.searchsorted(levels, py)
+    at_level = np.flatnonzero(levels[np.minimum(pos, levels.size - 1)] == py)
+    if at_level.size:
+        lx, ly = px[at_level], py[at_level]
+        hit = np.zeros(at_level.size, dtype=bool)
+        for i in range(n):
+            x1, y1 = vx[i], vy[i]
+            x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
+            hit |= (ly == y1) & (lx == x1)  # on the vertex
+            if y1 == y2:
+                hit |= (ly == y1) & (lx >= min(x1, x2)) & (lx <= max(x1, x2))
+        result[candidates[at_level[hit]]] = True
+    result[candidates] |= inside
     return result
 
 
