@@ -165,6 +165,7 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
     px = x[candidates]
     py = y[candidates]
     inside = np.zeros(candidates.size, dtype=bool)
+    boundary = np.zeros(candidates.size, dtype=bool)  # kept apart: a later edge must not toggle it
     n = len(vertices)
     for i in range(n):
         x1, y1 = vx[i], vy[i]
@@ -189,31 +190,30 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
         cross = (x2 - x1) * (by - y1) - (bx - x1) * (y2 - y1)
         left = cross > 0 if y2 > y1 else cross < 0
         on_edge = cross == 0
+        exact = bool(on_edge.any())  # usually none: skip the bookkeeping
         if band is None:
             inside ^= in_band & left
-            on_edge &= in_band
+            if exact:
+                boundary |= in_band & on_edge
         else:
             inside[band[left]] ^= True
-            on_edge = band[on_edge]
-        # marked after the loop: an on-edge point must not be toggled back by a later edge
-        result[candidates[on_edge]] = True
-    # The points the band test leaves out of the boundary: those on a horizontal edge and
-    # those on a vertex (the top end of every band is open). Both share a vertex's y, which
-    # few events do; they are found by one sorted lookup, then tested one edge at a time.
-    levels = np.unique(vy)
-    pos = np.searchsorted(levels, py)
-    at_level = np.flatnonzero(levels[np.minimum(pos, levels.size - 1)] == py)
-    if at_level.size:
-        lx, ly = px[at_level], py[at_level]
-        hit = np.zeros(at_level.size, dtype=bool)
-        for i in range(n):
-            x1, y1 = vx[i], vy[i]
-            x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
-            hit |= (ly == y1) & (lx == x1)  # on the vertex
-            if y1 == y2:
-                hit |= (ly == y1) & (lx >= min(x1, x2)) & (lx <= max(x1, x2))
-        result[candidates[at_level[hit]]] = True
-    result[candidates] |= inside
+            if exact:
+                boundary[band[on_edge]] = True
+    # What the bands leave out of the boundary: the band is open at its top, so a vertex that
+    # is the top of both its edges (a local maximum in y), and the horizontal edges.
+    for i in range(n):
+        x0, y0 = vx[i - 1], vy[i - 1]
+        x1, y1 = vx[i], vy[i]
+        x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
+        if y1 == y2:  # horizontal edge, end points included
+            lo, hi = min(x1, x2), max(x1, x2)
+        elif y0 < y1 and y2 < y1:  # peak vertex
+            lo = hi = x1
+        else:
+            continue
+        level = np.flatnonzero(py == y1)
+        boundary[level[(px[level] >= lo) & (px[level] <= hi)]] = True
+    result[candidates] = inside | boundary
     return result
 
 
