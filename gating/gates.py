@@ -12,9 +12,9 @@ suite event for event:
 * rectangle / range: ``min <= x < max`` (min inclusive, max exclusive); a missing
   bound is open.
 * polygon: the even-odd (crossing-number) rule on the polygon as given, so
-  non-simple polygons work; with a ray cast towards +x and half-open edge tests,
-  points on a left/bottom edge are in and on a right/top edge are out, the same
-  convention as the rectangle.
+  non-simple polygons work; the boundary is in (Gating-ML 2.0): a point exactly
+  on any edge or vertex belongs to the gate, decided by exact arithmetic (an
+  orientation product of 0), not by a tolerance.
 * ellipsoid: in when ``(x - mean)' C^-1 (x - mean) <= distance_square``.
 * quadrant: each divider's values cut its axis into half-open intervals
   ``[v_i, v_i+1)``; a quadrant names, per divider, a location inside the interval
