@@ -52,6 +52,14 @@ def _matrix_xml(mid: str, fluoro, detectors, spectra: np.ndarray) -> str:
             "</transforms:spectrumMatrix>")
 
 
+def _polygon_xml(gid: str, comp: str, x: str, y: str, vertices) -> str:
+    verts = "".join(f'<gating:vertex><gating:coordinate data-type:value="{a:g}"/>'
+                    f'<gating:coordinate data-type:value="{b:g}"/></gating:vertex>' for a, b in vertices)
+    dims = "".join(f'<gating:dimension gating:compensation-ref="{comp}"><data-type:fcs-dimension '
+                   f'data-type:name="{n}"/></gating:dimension>' for n in (x, y))
+    return f'<gating:PolygonGate gating:id="{gid}">{dims}{verts}</gating:PolygonGate>'
+
+
 def _gates_on(mid: str, fitc: str, pe: str) -> str:
     """Rectangle, polygon, quadrant and fratio gates on the matrix's two outputs."""
     return f"""
@@ -61,13 +69,7 @@ def _gates_on(mid: str, fitc: str, pe: str) -> str:
  <gating:RectangleGate gating:id="PEpos">
   <gating:dimension gating:compensation-ref="{mid}" gating:min="400"><data-type:fcs-dimension data-type:name="{pe}"/></gating:dimension>
  </gating:RectangleGate>
- <gating:PolygonGate gating:id="Tri">
-  <gating:dimension gating:compensation-ref="{mid}"><data-type:fcs-dimension data-type:name="{fitc}"/></gating:dimension>
-  <gating:dimension gating:compensation-ref="{mid}"><data-type:fcs-dimension data-type:name="{pe}"/></gating:dimension>
-  <gating:vertex><gating:coordinate data-type:value="0"/><gating:coordinate data-type:value="0"/></gating:vertex>
-  <gating:vertex><gating:coordinate data-type:value="1200"/><gating:coordinate data-type:value="0"/></gating:vertex>
-  <gating:vertex><gating:coordinate data-type:value="0"/><gating:coordinate data-type:value="900"/></gating:vertex>
- </gating:PolygonGate>
+ {_polygon_xml("Tri", mid, fitc, pe, [(0, 0), (1200, 0), (0, 900)])}
  <gating:QuadrantGate gating:id="Q">
   <gating:divider gating:id="F" gating:compensation-ref="{mid}"><data-type:fcs-dimension data-type:name="{fitc}"/><gating:value>500</gating:value></gating:divider>
   <gating:divider gating:id="P" gating:compensation-ref="{mid}"><data-type:fcs-dimension data-type:name="{pe}"/><gating:value>300</gating:value></gating:divider>
@@ -157,15 +159,7 @@ def test_unknown_fluorochrome_or_missing_detector_is_named(tmp_path):
         read_gatingml(_doc(tmp_path, body)).check_channels(sample)
 
 
-POLY = """
- <gating:PolygonGate gating:id="P">
-  <gating:dimension gating:compensation-ref="uncompensated"><data-type:fcs-dimension data-type:name="X"/></gating:dimension>
-  <gating:dimension gating:compensation-ref="uncompensated"><data-type:fcs-dimension data-type:name="Y"/></gating:dimension>
-  <gating:vertex><gating:coordinate data-type:value="0"/><gating:coordinate data-type:value="0"/></gating:vertex>
-  <gating:vertex><gating:coordinate data-type:value="200000"/><gating:coordinate data-type:value="100000"/></gating:vertex>
-  <gating:vertex><gating:coordinate data-type:value="200000"/><gating:coordinate data-type:value="200000"/></gating:vertex>
-  <gating:vertex><gating:coordinate data-type:value="0"/><gating:coordinate data-type:value="200000"/></gating:vertex>
- </gating:PolygonGate>"""
+POLY = _polygon_xml("P", "uncompensated", "X", "Y", [(0, 0), (200000, 100000), (200000, 200000), (0, 200000)])
 
 
 def test_events_on_a_polygon_edge_or_vertex_are_in_the_gate(tmp_path):
