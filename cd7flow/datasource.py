@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from gating.dimensions import FCS_COMPENSATION, Dimension, RatioDimension, is_uncompensated
+from gating.dimensions import FCS_COMPENSATION, UNCOMPENSATED_IDS, Dimension, RatioDimension, is_uncompensated
 
 from .compensation.spectrum import SpectrumMatrix
 from .errors import GatingError
 from .sample import ChannelNotFound, Sample
 
-__all__ = ["SampleSource"]
+__all__ = ["SampleSource", "UNCOMPENSATED_IDS"]  # the ids re-exported: the screening assay imports them from here
 
 
 class SampleSource:
@@ -144,6 +144,13 @@ class SampleSource:
         if is_uncompensated(compensation):
             return self._raw(channel), False
         block, index = self._compensate(compensation)
+        matrix = self._matrix_for(compensation)
+        if isinstance(matrix, SpectrumMatrix):
+            # outputs are fluorochromes, not FCS channels: no $PnN/$PnS aliasing applies
+            i = matrix.output_index(channel)
+            if i is not None:
+                return block[:, i], True
+            return self._raw(channel), False  # not unmixed by the matrix (scatter, time)
         i = index.get(channel)
         if i is None:
             # the matrix may name detectors by $PnS while the gate uses $PnN (or vice versa)

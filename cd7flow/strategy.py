@@ -13,6 +13,7 @@ from typing import Any
 from gating.dimensions import FCS_COMPENSATION, RatioDimension, is_uncompensated
 from gating.tree import GatingResult, GatingTree
 
+from .compensation.spectrum import SpectrumMatrix
 from .datasource import SampleSource
 from .errors import GatingError
 from .sample import ChannelNotFound, Sample
@@ -61,18 +62,21 @@ class GatingStrategy:
                     f"(channels: {', '.join(sample.channels)})"
                 ) from None
 
+        def need_under(channel: str, compensation: str | None, gate_id: str) -> None:
+            if is_uncompensated(compensation) or compensation == FCS_COMPENSATION:
+                need(channel, gate_id)
+                return
+            matrix = self.compensations.get(compensation)
+            if not (isinstance(matrix, SpectrumMatrix) and matrix.output_index(channel) is not None):
+                need(channel, gate_id)  # a spectrum-matrix output (fluorochrome) is not an FCS channel
+            for det in getattr(matrix, "detectors", None) or getattr(matrix, "channels", ()):
+                need(det, gate_id)
+
         for gate in self.tree.gates():
             for dim in gate.dimensions:
                 ratio = self.derived.get(dim.channel)
                 if ratio is not None:
-                    need(ratio.numerator, gate.id)
-                    need(ratio.denominator, gate.id)
-                elif is_uncompensated(dim.compensation) or dim.compensation == FCS_COMPENSATION:
-                    need(dim.channel, gate.id)
+                    need_under(ratio.numerator, dim.compensation, gate.id)
+                    need_under(ratio.denominator, dim.compensation, gate.id)
                 else:
-                    matrix = self.compensations.get(dim.compensation)
-                    fluoro = getattr(matrix, "fluorochromes", ())
-                    if dim.channel not in fluoro:  # a spectrum-matrix output is not an FCS channel
-                        need(dim.channel, gate.id)
-                    for det in getattr(matrix, "detectors", None) or getattr(matrix, "channels", ()):
-                        need(det, gate.id)
+                    need_under(dim.channel, dim.compensation, gate.id)

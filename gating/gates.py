@@ -12,9 +12,9 @@ suite event for event:
 * rectangle / range: ``min <= x < max`` (min inclusive, max exclusive); a missing
   bound is open.
 * polygon: the even-odd (crossing-number) rule on the polygon as given, so
-  non-simple polygons work; with a ray cast towards +x and half-open edge tests,
-  points on a left/bottom edge are in and on a right/top edge are out, the same
-  convention as the rectangle.
+  non-simple polygons work; the boundary is in (Gating-ML 2.0): a point exactly
+  on any edge or vertex belongs to the gate, decided by exact arithmetic (an
+  orientation product of 0), not by a tolerance.
 * ellipsoid: in when ``(x - mean)' C^-1 (x - mean) <= distance_square``.
 * quadrant: each divider's values cut its axis into half-open intervals
   ``[v_i, v_i+1)``; a quadrant names, per divider, a location inside the interval
@@ -142,32 +142,36 @@ class RectangleGate(Gate):
 
 
 def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Even-odd rule membership of points (x, y) in a polygon given by (n, 2) vertices.
+    """Membership of points (x, y) in a polygon given by (n, 2) vertices: even-odd rule, boundary in.
+
+    Gating-ML 2.0 puts the boundary in the gate: a point exactly on an edge or on a
+    vertex is inside, whatever the side the polygon lies on. Away from the boundary
+    the even-odd (crossing) rule decides, so a self-intersecting polygon keeps its
+    holes. NaN coordinates are outside.
 
     Vectorised over events, looping over edges; events outside the bounding box are
     rejected first. Ray towards +x; an edge counts when exactly one of its end points
-    lies strictly above the point's y, so boundary points follow the half-open
-    convention (left/bottom in, right/top out; a point on a sloped edge is in when
-    the polygon lies to its right). NaN coordinates are outside.
+    lies strictly above the point's y. Exactly-on-edge is decided without rounding:
+    the orientation product is exactly 0 only for a point on the edge's line.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     vx = vertices[:, 0]
     vy = vertices[:, 1]
     result = np.zeros(x.shape, dtype=bool)
-    # The half-open rule makes the max edges exclusive, so the prefilter may be too.
-    candidates = np.flatnonzero((x >= vx.min()) & (x < vx.max()) & (y >= vy.min()) & (y < vy.max()))
+    candidates = np.flatnonzero((x >= vx.min()) & (x <= vx.max()) & (y >= vy.min()) & (y <= vy.max()))
     if candidates.size == 0:
         return result
     px = x[candidates]
     py = y[candidates]
     inside = np.zeros(candidates.size, dtype=bool)
+    boundary = np.zeros(candidates.size, dtype=bool)  # kept apart: a later edge must not toggle it
     n = len(vertices)
     for i in range(n):
         x1, y1 = vx[i], vy[i]
         x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
         if y1 == y2:
-            continue  # a horizontal edge never straddles a ray
+            continue  # a horizontal edge never straddles a ray (its points: see below)
         # exactly one end strictly above the point <=> min(y1, y2) <= y < max(y1, y2); only the
         # events in that band need the crossing test, which saves most of the arithmetic
         # (when the band holds most events, gathering them costs more than it saves)
@@ -181,15 +185,35 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
             band = np.flatnonzero(in_band)
             bx, by = px[band], py[band]
         # "point left of the edge's crossing" as the sign of an orientation product rather than
-        # a division: a point exactly on a sloped edge then gives exactly 0 and is classed by the
-        # half-open rule instead of by rounding noise.
+        # a division: a point exactly on a sloped edge then gives exactly 0 (on the edge's line,
+        # and within the band, so on the segment) and is put in the gate, not classed by noise.
         cross = (x2 - x1) * (by - y1) - (bx - x1) * (y2 - y1)
         left = cross > 0 if y2 > y1 else cross < 0
+        on_edge = cross == 0
+        exact = bool(on_edge.any())  # usually none: skip the bookkeeping
         if band is None:
             inside ^= in_band & left
+            if exact:
+                boundary |= in_band & on_edge
         else:
             inside[band[left]] ^= True
-    result[candidates] = inside
+            if exact:
+                boundary[band[on_edge]] = True
+    # What the bands leave out of the boundary: the band is open at its top, so a vertex that
+    # is the top of both its edges (a local maximum in y), and the horizontal edges.
+    for i in range(n):
+        x0, y0 = vx[i - 1], vy[i - 1]
+        x1, y1 = vx[i], vy[i]
+        x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
+        if y1 == y2:  # horizontal edge, end points included
+            lo, hi = min(x1, x2), max(x1, x2)
+        elif y0 < y1 and y2 < y1:  # peak vertex
+            lo = hi = x1
+        else:
+            continue
+        level = np.flatnonzero(py == y1)
+        boundary[level[(px[level] >= lo) & (px[level] <= hi)]] = True
+    result[candidates] = inside | boundary
     return result
 
 

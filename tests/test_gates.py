@@ -43,8 +43,8 @@ def test_polygon_square_boundary_rule():
     sq = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
     x = np.array([0.5, 0.0, 1.0, 0.5, 0.5, 1.5, np.nan])
     y = np.array([0.5, 0.5, 0.5, 0.0, 1.0, 0.5, 0.5])
-    # left and bottom edges in, right and top edges out, NaN out
-    assert points_in_polygon(x, y, sq).tolist() == [True, True, False, True, False, False, False]
+    # Gating-ML 2.0: every edge is in (left, right, bottom, top alike), outside and NaN out
+    assert points_in_polygon(x, y, sq).tolist() == [True, True, True, True, True, False, False]
 
 
 def test_polygon_non_simple_even_odd():

@@ -47,6 +47,20 @@ class SpectrumMatrix:
         m.setflags(write=False)
         object.__setattr__(self, "matrix", m)
 
+    def output_index(self, name: str) -> int | None:
+        """Column of the unmixed output that ``name`` refers to, or None.
+
+        Gating-ML names a spectrum matrix's outputs by its fluorochromes; a gate (or
+        an fratio argument) with this matrix as its compensation-ref may also spell
+        them with the ``Comp-`` prefix that analysis programs put on compensated
+        parameters (``Comp-PE`` for fluorochrome ``PE``). An exact fluorochrome name wins.
+        """
+        if name in self.fluorochromes:
+            return self.fluorochromes.index(name)
+        if name[:5].lower() == "comp-" and name[5:] in self.fluorochromes:
+            return self.fluorochromes.index(name[5:])
+        return None
+
     @property
     def unmixing(self) -> np.ndarray:
         """(n_detectors, n_fluorochromes) matrix U with true = observed @ U."""
