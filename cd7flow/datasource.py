@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from gating.dimensions import FCS_COMPENSATION, UNCOMPENSATED_IDS, Dimension, RatioDimension, is_uncompensated
+from gating.dimensions import FCS_COMPENSATION, Dimension, RatioDimension, is_uncompensated
 
 from .compensation.spectrum import SpectrumMatrix
 from .errors import GatingError
 from .sample import ChannelNotFound, Sample
 
-__all__ = ["SampleSource", "UNCOMPENSATED_IDS"]  # the ids re-exported: the screening assay imports them from here
+__all__ = ["SampleSource"]
 
 
 class SampleSource:
