@@ -12,9 +12,11 @@ suite event for event:
 * rectangle / range: ``min <= x < max`` (min inclusive, max exclusive); a missing
   bound is open.
 * polygon: the even-odd (crossing-number) rule on the polygon as given, so
-  non-simple polygons work; the boundary is in (Gating-ML 2.0): a point exactly
-  on any edge or vertex belongs to the gate, decided by exact arithmetic (an
-  orientation product of 0), not by a tolerance.
+  non-simple polygons work. A Gating-ML polygon (``include_boundary=True``) has its
+  boundary in, as the standard says: a point exactly on any edge or vertex belongs
+  to the gate, decided by exact arithmetic (an orientation product of 0). Other
+  polygons (automated hulls through events, FlowJo/DiVa) keep the half-open rule:
+  left/bottom edges in, right/top out.
 * ellipsoid: in when ``(x - mean)' C^-1 (x - mean) <= distance_square``.
 * quadrant: each divider's values cut its axis into half-open intervals
   ``[v_i, v_i+1)``; a quadrant names, per divider, a location inside the interval
@@ -141,7 +143,8 @@ class RectangleGate(Gate):
         return mask
 
 
-def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray,
+                      include_boundary: bool = True) -> np.ndarray:
     """Membership of points (x, y) in a polygon given by (n, 2) vertices: even-odd rule, boundary in.
 
     Gating-ML 2.0 puts the boundary in the gate: a point exactly on an edge or on a
@@ -151,7 +154,9 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
 
     Vectorised over events, looping over edges; events outside the bounding box are
     rejected first. Ray towards +x; an edge counts when exactly one of its end points
-    lies strictly above the point's y. Exactly-on-edge is decided without rounding:
+    lies strictly above the point's y. With ``include_boundary=False`` (the automated
+    gates, whose hulls pass through events) the half-open rule alone decides: left/bottom
+    edges in, right/top out. Exactly-on-edge is decided without rounding:
     the orientation product is exactly 0 only for a point on the edge's line.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -190,7 +195,7 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
         cross = (x2 - x1) * (by - y1) - (bx - x1) * (y2 - y1)
         left = cross > 0 if y2 > y1 else cross < 0
         on_edge = cross == 0
-        exact = bool(on_edge.any())  # usually none: skip the bookkeeping
+        exact = include_boundary and bool(on_edge.any())  # usually none: skip the bookkeeping
         if band is None:
             inside ^= in_band & left
             if exact:
@@ -201,7 +206,7 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: np.ndarray) -> np.
                 boundary[band[on_edge]] = True
     # What the bands leave out of the boundary: the band is open at its top, so a vertex that
     # is the top of both its edges (a local maximum in y), and the horizontal edges.
-    for i in range(n):
+    for i in range(n if include_boundary else 0):
         x0, y0 = vx[i - 1], vy[i - 1]
         x1, y1 = vx[i], vy[i]
         x2, y2 = vx[(i + 1) % n], vy[(i + 1) % n]
@@ -223,8 +228,9 @@ class PolygonGate(Gate):
     ``vertices`` is an (n, 2) float array in the dimensions' coordinates.
     """
 
-    def __init__(self, id: str, dimensions: Sequence[Dimension | str], vertices):
+    def __init__(self, id: str, dimensions: Sequence[Dimension | str], vertices, include_boundary: bool = False):
         self.id = str(id)
+        self.include_boundary = bool(include_boundary)  # Gating-ML 2.0: on-edge events are in
         self.dimensions = _as_dimensions(dimensions, self.id)
         if len(self.dimensions) != 2:
             raise GatingError(f"polygon gate {self.id!r} needs 2 dimensions, got {len(self.dimensions)}")
@@ -240,7 +246,7 @@ class PolygonGate(Gate):
 
     def contains(self, source: DataSource) -> np.ndarray:
         x, y = self._columns(source)
-        return points_in_polygon(x, y, self.vertices)
+        return points_in_polygon(x, y, self.vertices, self.include_boundary)
 
 
 class EllipsoidGate(Gate):

@@ -45,6 +45,8 @@ def test_polygon_square_boundary_rule():
     y = np.array([0.5, 0.5, 0.5, 0.0, 1.0, 0.5, 0.5])
     # Gating-ML 2.0: every edge is in (left, right, bottom, top alike), outside and NaN out
     assert points_in_polygon(x, y, sq).tolist() == [True, True, True, True, True, False, False]
+    # the automated gates keep the half-open rule: left and bottom edges in, right and top out
+    assert points_in_polygon(x, y, sq, include_boundary=False).tolist() == [True, True, False, True, False, False, False]
 
 
 def test_polygon_non_simple_even_odd():
