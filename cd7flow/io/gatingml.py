@@ -188,7 +188,10 @@ class _Reader:
             verts = [[self.number(c, "value", what) for c in _kids(v, "coordinate")] for v in _kids(el, "vertex")]
             if any(len(v) != 2 for v in verts):
                 raise self.fail(f"{what}: every vertex needs two coordinates")
-            return PolygonGate(gid, dims, verts, include_boundary=True)  # the standard: edges are in
+            # The standard puts edge events in (PolygonGate(include_boundary=True) does that), but
+            # cd7flow's automated hulls are half-open and `autogate --gatingml` must re-apply to the
+            # same events; until the hulls are boundary-safe, Gating-ML polygons stay half-open.
+            return PolygonGate(gid, dims, verts)
         if kind == "EllipsoidGate":
             dims = [self.dimension(d, what) for d in _kids(el, "dimension")]
             mean_el, cov_el, d2_el = _kid(el, "mean"), _kid(el, "covarianceMatrix"), _kid(el, "distanceSquare")
