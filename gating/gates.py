@@ -16,7 +16,8 @@ suite event for event:
   boundary in, as the standard says: a point exactly on any edge or vertex belongs
   to the gate, decided by exact arithmetic (an orientation product of 0). Other
   polygons (automated hulls through events, FlowJo/DiVa) keep the half-open rule:
-  left/bottom edges in, right/top out.
+  left/bottom edges in, right/top out; cd7flow's Gating-ML writer declares that rule
+  in the gate's ``custom_info`` so its own files re-apply identically.
 * ellipsoid: in when ``(x - mean)' C^-1 (x - mean) <= distance_square``.
 * quadrant: each divider's values cut its axis into half-open intervals
   ``[v_i, v_i+1)``; a quadrant names, per divider, a location inside the interval

@@ -162,11 +162,6 @@ def test_unknown_fluorochrome_or_missing_detector_is_named(tmp_path):
 POLY = _polygon_xml("P", "uncompensated", "X", "Y", [(0, 0), (200000, 100000), (200000, 200000), (0, 200000)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Gating-ML polygons are read half-open: cd7flow's automated hulls pass through events and must "
-    "re-apply identically after `autogate --gatingml`; making every polygon boundary-inclusive moved a "
-    "foreign-generator T-ALL tube from 36.0 to 39.2 (quantised events on hull edges). The inclusive rule "
-    "exists (PolygonGate(include_boundary=True), tested below) and waits for boundary-safe hulls."))
 def test_events_on_a_polygon_edge_or_vertex_are_in_the_gate(tmp_path):
     # edge (0,0)-(200000,100000): every event with x = 2y on it is in; so are the vertical edge
     # x = 200000, the top edge y = 200000, the left edge x = 0 and the four vertices.
@@ -217,3 +212,28 @@ def test_boundary_rule_keeps_even_odd_holes_and_vectorised_agreement():
     got = points_in_polygon(px, py, verts)
     assert got.tolist() == ref
     assert 0 < sum(on_boundary(a, b) for a, b in zip(px, py)) < len(px)
+
+
+def test_half_open_polygons_cd7flow_wrote_come_back_half_open(tmp_path):
+    """An automated hull (half-open) written to Gating-ML re-applies to the same events; the
+    declaration is a custom_info other readers skip, and without it the standard's closed rule holds."""
+    from cd7flow.io.gatingml import write_gatingml
+    from gating.gates import PolygonGate
+    from cd7flow.strategy import GatingStrategy
+    from gating.tree import GatingTree
+
+    square = [(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)]
+    pts = np.array([(0.0, 5.0), (10.0, 5.0), (5.0, 0.0), (5.0, 10.0), (5.0, 5.0), (11.0, 5.0)])
+    fcs = write_fcs(tmp_path / "s.fcs", pts, channels=["X", "Y"], ranges=[1024, 1024])
+    sample = read_fcs(fcs)
+    for closed, expected in ((False, [True, False, True, False, True, False]),   # left/bottom in
+                             (True, [True, True, True, True, True, False])):     # whole boundary in
+        tree = GatingTree()
+        tree.add(PolygonGate("P", ["X", "Y"], square, include_boundary=closed))
+        out = tmp_path / f"p_{closed}.xml"
+        write_gatingml(GatingStrategy(tree=tree), out)
+        text = out.read_text()
+        assert ("half-open" in text) is (not closed)
+        back = read_gatingml(out)
+        assert back.tree.find("P").gate.include_boundary is closed
+        assert back.apply(sample).mask("P").tolist() == expected

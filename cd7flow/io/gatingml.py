@@ -188,10 +188,10 @@ class _Reader:
             verts = [[self.number(c, "value", what) for c in _kids(v, "coordinate")] for v in _kids(el, "vertex")]
             if any(len(v) != 2 for v in verts):
                 raise self.fail(f"{what}: every vertex needs two coordinates")
-            # The standard puts edge events in (PolygonGate(include_boundary=True) does that), but
-            # cd7flow's automated hulls are half-open and `autogate --gatingml` must re-apply to the
-            # same events; until the hulls are boundary-safe, Gating-ML polygons stay half-open.
-            return PolygonGate(gid, dims, verts)
+            # The standard puts edge events in. Polygons cd7flow itself wrote from a half-open gate
+            # (automated hulls pass through events; FlowJo/DiVa polygons) say so in custom_info, so
+            # `autogate --gatingml` re-applies to exactly the events the fit gated.
+            return PolygonGate(gid, dims, verts, include_boundary=not _declares_half_open(el))
         if kind == "EllipsoidGate":
             dims = [self.dimension(d, what) for d in _kids(el, "dimension")]
             mean_el, cov_el, d2_el = _kid(el, "mean"), _kid(el, "covarianceMatrix"), _kid(el, "distanceSquare")
@@ -460,6 +460,26 @@ def _with_prefixes(root: ET.Element) -> ET.Element:
     return root
 
 
+# A cd7flow polygon with the half-open edge rule (left/bottom edges in, right/top out) instead of the
+# standard's closed one is written with this custom_info; other readers ignore it (on-edge events
+# only can then differ), cd7flow honours it.
+HALF_OPEN_TAG = "cd7flow_polygon"
+
+
+def _declare_half_open(gate_el: ET.Element) -> None:
+    info = ET.SubElement(gate_el, _q(NS_DATATYPE, "custom_info"))
+    ET.SubElement(info, HALF_OPEN_TAG, {"boundary": "half-open"})
+
+
+def _declares_half_open(gate_el) -> bool:
+    for info in gate_el:
+        if _local(info.tag) == "custom_info":
+            for child in info:
+                if _local(child.tag) == HALF_OPEN_TAG and child.get("boundary") == "half-open":
+                    return True
+    return False
+
+
 def _num(value: float) -> str:
     return repr(float(value))  # shortest text that reads back to the same double
 
@@ -569,6 +589,8 @@ class _Writer:
                     a[_q(NS_GATING, "max")] = _num(hi)
                 self.dim_child(ET.SubElement(el, _q(NS_GATING, "dimension"), a), d)
         elif kind is PolygonGate:
+            if not g.include_boundary:
+                _declare_half_open(el)
             for d in g.dimensions:
                 self.dim_child(ET.SubElement(el, _q(NS_GATING, "dimension"), self.dim_attrs(d)), d)
             for x, y in g.vertices:
