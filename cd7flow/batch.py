@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from .batch_plan import BatchPlan, FileMeta, make_plan
-from .batch_store import audit, load_result, run_context, safe_name, write_json
+from .batch_store import audit, code_sha256, load_result, run_context, safe_name, write_json
 from .errors import CD7FlowError
 from .outputs import atomic_output, ensure_output_dir
 
@@ -127,7 +127,7 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, manifest: st
             meta.update(fmo_path=fmo[f.rel].path, fmo_rel=fmo[f.rel].rel)
         key = {"task": "file", "input_sha256": f.sha256, "fmo_sha256": fmo[f.rel].sha256 if f.rel in fmo else None,
                "protocols": {"qc": shas["qc"], **({"screening": shas["screening"]} if f.tube == "screening" else {})},
-               "tool_version": __version__, "tube": f.tube, "patient": f.patient, "collection_date": f.collection_date}
+               "tool_version": __version__, "code_sha256": code_sha256(), "tube": f.tube, "patient": f.patient, "collection_date": f.collection_date}
         path = results_dir / "files" / f"{safe_name(f.rel)}.json"
         keys[f"file:{f.rel}"] = (key, path)
         saved = load_result(path, key) if f.sha256 else None
@@ -137,7 +137,7 @@ def run_batch(folder: str | os.PathLike, out: str | os.PathLike, *, manifest: st
             tasks.append((f"file:{f.rel}", file_task, (meta, config)))
     for patient, files in sorted(plan.patients().items()):
         rows = [{k: v for k, v in f.as_dict().items() if k not in ("inferred_from",)} for f in files]
-        key = {"task": "patient", "tool_version": __version__, "protocols": {"car": shas["car"], "screening": shas["screening"]},
+        key = {"task": "patient", "tool_version": __version__, "code_sha256": code_sha256(), "protocols": {"car": shas["car"], "screening": shas["screening"]},
                "rows": [{k: v for k, v in r.items() if k != "path"} for r in rows]}
         path = results_dir / "patients" / f"{safe_name(patient)}.json"
         keys[f"patient:{patient}"] = (key, path)

@@ -1,14 +1,16 @@
 """A batch's saved state: one result JSON per finished task, provenance, and the append-only audit log.
 
-A result is reused only when its ``key`` (input sha256s, protocol sha256s, tool version
-and what the task was told about the file) equals the key of the task about to run, so
+A result is reused only when its ``key`` (input sha256s, protocol sha256s, tool version,
+the sha256 of the code that computed it, and what the task was told about the file) equals the key of the task about to run, so
 a re-run after an interruption redoes exactly the unfinished or changed work. Every file
 is written with :func:`cd7flow.outputs.atomic_output`: a result exists whole or not at all.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import getpass
+import hashlib
 import json
 import os
 import platform
@@ -49,9 +51,27 @@ def run_context(argv: list[str] | None = None) -> dict[str, Any]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    return {"tool": "cd7flow", "tool_version": __version__, "command_line": " ".join(["cd7flow"] + (argv if argv is not None else sys.argv[1:])),
+    return {"tool": "cd7flow", "tool_version": __version__, "code_sha256": code_sha256(), "command_line": " ".join(["cd7flow"] + (argv if argv is not None else sys.argv[1:])),
             "user": user, "host": socket.gethostname(), "python": platform.python_version(),
             "time": now()}
+
+
+@functools.cache
+def code_sha256() -> str:
+    """sha256 over the installed cd7flow and gating sources (paths and bytes, in path order).
+
+    Part of every resume key, so a result is recomputed after any code change, including one
+    made without a version bump (a development checkout, a patched install).
+    """
+    import gating
+
+    digest = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(gating.__file__).parent):
+        for path in sorted(package.rglob("*")):
+            if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
+                digest.update(f"{package.name}/{path.relative_to(package).as_posix()}\0".encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def now() -> str:

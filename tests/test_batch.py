@@ -128,8 +128,13 @@ def test_cli_resumes_and_exits_1(runs, tmp_path):
     root, _, b = runs
     out = tmp_path / "out"
     shutil.copytree(root / "out_faulty", out)
-    for name in ("garbage.fcs", "P02_MRD_BM_D028.fcs"):
-        (out / "results" / "files" / f"{name}.json").unlink()
+    (out / "results" / "files" / "garbage.fcs.json").unlink()
+    # a result made by other code (same version number) is redone, not reused
+    made_by_other_code = out / "results" / "files" / "P02_MRD_BM_D028.fcs.json"
+    saved = json.loads(made_by_other_code.read_text())
+    assert len(saved["key"]["code_sha256"]) == 64
+    saved["key"]["code_sha256"] = "0" * 64
+    made_by_other_code.write_text(json.dumps(saved))
     proc = subprocess.run([sys.executable, "-m", "cd7flow.cli", "batch", str(root / "faulty"), "--manifest",
                            str(root / "faulty" / "manifest.csv"), "--out", str(out), "--jobs", "1"],
                           capture_output=True, text=True, cwd=REPO)
