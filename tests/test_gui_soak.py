@@ -140,6 +140,8 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
     monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
                         staticmethod(lambda parent, title, text, *a, **k: errors.append(text)))
     window = create_window()
+    window.confirm = lambda *a, **k: True
+    window.ask_unsaved = lambda doing: True
     qtbot.addWidget(window)
     window.show()
     c, tree, vb = window.controls, window.populations, window.plot_view.viewbox
