@@ -331,8 +331,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_undo.setText(f"&Undo {h.undo_label()}".rstrip())
         self.act_redo.setText(f"&Redo {h.redo_label()}".rstrip())
         title = "cd7flow viewer"
-        title = f"{self.model.sample.name} - {title}" if has_sample else title
-        self.setWindowTitle(("* " if self.model.dirty else "") + title)
+        self.setWindowTitle(f"{self.model.sample.name}[*] - {title}" if has_sample else f"{title}[*]")
+        self.setWindowModified(self.model.dirty)  # "*" after the name: gates not saved
 
     def _plot_note(self, note: str) -> None:
         """Show which gates the plot cannot draw; clear an earlier such note once all are drawn."""
