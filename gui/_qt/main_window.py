@@ -1,7 +1,9 @@
 """The main window: menus, axis controls, gate tools, and the panels around the plot."""
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -267,6 +269,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
+        # the protocols' logicle lives with the protocol pipeline (scikit-learn and all): import it
+        # while the user picks a file, not on the first fluorescence axis
+        threading.Thread(target=importlib.import_module, args=("cd7flow.assays.protocol_gating",),
+                         name="cd7flow-preload", daemon=True).start()
 
     # ---- layout helpers ---------------------------------------------------
     def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:
@@ -387,6 +393,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, ev: QtGui.QCloseEvent):
         if self.ask_unsaved("closing"):
             self.plots.preview.wait()
+            self.stats.worker.wait()
             ev.accept()
         else:
             ev.ignore()

@@ -45,6 +45,7 @@ def count_text(name: str, count: int | None, pct: float) -> str:
 
 # ---------------------------------------------------------------- off-thread counts
 class _Relay(QtCore.QObject):
+    counts = QtCore.Signal(object)
     done = QtCore.Signal(object)
 
 
@@ -63,11 +64,13 @@ class _PreviewJob(QtCore.QRunnable):
                     counts[path] = (None, float("nan"))
                 else:
                     counts[path] = (self.result.count(path), self.result.percent_of_parent(path))
-            stats = (self.model.statistics_for(self.result, self.stats_path)
+            # counts first: labels and the tree follow the mouse; 14-channel statistics take longer
+            self.relay.counts.emit((self.seq, counts))
+            stats = (self.model.statistics_for(self.result, self.stats_path, self.compensated)
                      if self.stats_path is not None else None)
-            self.relay.done.emit((self.seq, counts, stats, None))
+            self.relay.done.emit((self.seq, stats, None))
         except Exception as exc:  # noqa: BLE001 - reported on the UI thread, never lost in a worker
-            self.relay.done.emit((self.seq, {}, None, exc))
+            self.relay.done.emit((self.seq, None, exc))
 
 
 class LivePreview(QtCore.QObject):
@@ -88,8 +91,10 @@ class LivePreview(QtCore.QObject):
         self.pool.setMaxThreadCount(1)
         self.relay = _Relay(self)
         self.relay.done.connect(self._done)
+        self.relay.counts.connect(self._counts)
         self._seq = 0
         self._shown = 0
+        self._counted = 0
         self._running: _PreviewJob | None = None
         self._pending: _PreviewJob | None = None
 
@@ -105,6 +110,7 @@ class LivePreview(QtCore.QObject):
         sel = m.selected
         stats_path = sel if sel[: len(path)] == tuple(path) else None
         job = _PreviewJob(self._seq, result, paths, stats_path, m, self.relay)
+        job.compensated = m.compensated
         if self._running is None:
             self._start(job)
         else:
@@ -114,8 +120,14 @@ class LivePreview(QtCore.QObject):
         self._running = job
         self.pool.start(job)
 
+    def _counts(self, payload) -> None:
+        seq, counts = payload
+        if seq > self._counted:
+            self._counted = seq
+            self.sigCounts.emit(counts)
+
     def _done(self, payload) -> None:
-        seq, counts, stats, exc = payload
+        seq, stats, exc = payload
         self._running = None
         if self._pending is not None:
             job, self._pending = self._pending, None
@@ -125,9 +137,7 @@ class LivePreview(QtCore.QObject):
         self._shown = seq
         if exc is not None:
             self.sigError.emit(str(exc))
-            return
-        self.sigCounts.emit(counts)
-        if stats is not None:
+        elif stats is not None:
             self.sigStatistics.emit(stats)
 
     def wait(self, msecs: int = 5000) -> bool:
