@@ -260,7 +260,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.populations.remove_requested = self.remove_selected  # Del in the tree asks first
         self.plots.preview.sigError.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.plots.preview.sigCounts.connect(self.populations.show_counts)
-        self.plots.preview.sigStatistics.connect(self.stats.show_rows)
+        self.plots.preview.sigStatistics.connect(self.stats.show_preview)
         self.plots.sigStatus.connect(self._plot_note)
         self._build_menus()
         self.model.events.sample_changed.connect(self._update_actions)

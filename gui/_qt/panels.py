@@ -8,6 +8,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import ViewerModel, format_number, path_str
 
+from .workers import LatestWins
+
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
 
@@ -187,69 +189,6 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 self.sigError.emit(str(exc))
 
 
-class _StatsJob(QtCore.QRunnable):
-    def __init__(self, key, result, model, relay):
-        super().__init__()
-        self.setAutoDelete(False)
-        self.key, self.result, self.model, self.relay = key, result, model, relay
-
-    def run(self):
-        try:
-            rows = self.model.statistics_for(self.result, self.key[1], compensated=self.key[2])
-            self.relay.done.emit((self.key, rows, None))
-        except Exception as exc:  # noqa: BLE001 - reported on the UI thread
-            self.relay.done.emit((self.key, None, exc))
-
-
-class _Relay(QtCore.QObject):
-    done = QtCore.Signal(object)
-
-
-class StatisticsWorker(QtCore.QObject):
-    """Statistics of one population on a worker thread; while one runs, only the newest request waits."""
-
-    sigDone = QtCore.Signal(object, object)  # key, rows
-    sigError = QtCore.Signal(str)
-
-    def __init__(self, model: ViewerModel, parent=None):
-        super().__init__(parent)
-        self.model = model
-        self.pool = QtCore.QThreadPool(self)
-        self.pool.setMaxThreadCount(1)
-        self.relay = _Relay(self)
-        self.relay.done.connect(self._done)
-        self._running: _StatsJob | None = None
-        self._pending: _StatsJob | None = None
-
-    def submit(self, key, result) -> None:
-        if self._running is not None and self._running.key == key:
-            return  # already being computed
-        job = _StatsJob(key, result, self.model, self.relay)
-        if self._running is None:
-            self._running = job
-            self.pool.start(job)
-        else:
-            self._pending = job
-
-    def _done(self, payload) -> None:
-        key, rows, exc = payload
-        self._running = None
-        if self._pending is not None:
-            self._running, self._pending = self._pending, None
-            self.pool.start(self._running)
-        if exc is not None:
-            self.sigError.emit(str(exc))
-        else:
-            self.sigDone.emit(key, rows)
-
-    @property
-    def busy(self) -> bool:
-        return self._running is not None or self._pending is not None
-
-    def wait(self, msecs: int = 10000) -> bool:
-        return self.pool.waitForDone(msecs)
-
-
 class StatsTable(QtWidgets.QTableWidget):
     """Per-channel statistics of the selected population (from ViewerModel.statistics)."""
 
@@ -270,9 +209,10 @@ class StatsTable(QtWidgets.QTableWidget):
         for signal in (model.events.sample_changed, model.events.gates_changed, model.events.selection):
             signal.connect(self.refresh)
         self._shown_key = None
-        self.worker = StatisticsWorker(model, self)
-        self.worker.sigDone.connect(self._computed)
-        self.worker.sigError.connect(lambda text: self.caption.setText(f"statistics unavailable: {text}"))
+        self._previewing = False
+        self.worker = LatestWins(self)
+        self.worker.sigPart.connect(self._computed)
+        self.worker.sigError.connect(lambda _key, text: self.caption.setText(f"statistics unavailable: {text}"))
         model.events.view.connect(self._view_changed)
 
     def _view_changed(self, *_):
@@ -284,6 +224,7 @@ class StatsTable(QtWidgets.QTableWidget):
         worker thread (14 channels of a million events take about a second) while the
         window stays usable; a newer request supersedes an older one."""
         m = self.model
+        self._previewing = False
         if m.sample is None:
             self._shown_key = None
             self.show_rows([])
@@ -304,13 +245,20 @@ class StatsTable(QtWidgets.QTableWidget):
             self.show_rows(rows)
             return
         self.caption.setText(f"<b>{path_str(key[1])}</b>: computing statistics\u2026")
-        self.worker.submit(key, result)
+        if self.worker.running_tag != key:
+            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], compensated=key[2])]))
 
-    def _computed(self, key, rows) -> None:
+    def _computed(self, key, _index, rows) -> None:
         self.model.store_statistics(key, rows)
         m = self.model
-        if m.sample is not None and m.statistics_key() == key:
+        if m.sample is not None and m.statistics_key() == key and not self._previewing:
             self.show_rows(rows)
+
+    def show_preview(self, rows) -> None:
+        """A dragged gate's live statistics; they stay until the drag is committed or the view changes
+        (an older computation of the undragged gate finishing meanwhile does not replace them)."""
+        self._previewing = True
+        self.show_rows(rows)
 
     def show_rows(self, rows) -> None:
         """Fill the table (also called with a dragged gate's live statistics)."""
