@@ -345,3 +345,21 @@ def test_a_transform_is_estimated_once_per_channel_not_per_redraw(window, fcs_fi
     stats_before = m.cached_statistics(())
     m.set_axes(x="FL1-A", x_transform="asinh")
     assert m.cached_statistics(()) is stats_before  # axes never touch statistics
+
+
+def test_a_drawn_gate_is_named_as_it_is_made(window, qtbot, fcs_file, raw_events):
+    m = _linear_scatter(window, fcs_file)
+    window.controls.tool_buttons["rectangle"].setChecked(True)
+    window.plot_view.viewbox.sigRectangleDrawn.emit(40e3, 90e3, 5e3, 40e3)
+    tree = window.populations
+    assert tree.state() == tree.State.EditingState  # the new gate's name is open for typing
+    editor = QtWidgets.QApplication.focusWidget()
+    assert isinstance(editor, QtWidgets.QLineEdit) and editor.text() == "Rectangle 1"
+    editor.selectAll()
+    QtTest.QTest.keyClicks(editor, "Lymphocytes")
+    QtTest.QTest.keyClick(editor, QtCore.Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: [r.name for r in m.populations()] == ["All events", "Lymphocytes"], timeout=3000)
+    x, y = raw_events[:, 0], raw_events[:, 1]
+    assert m.population_count(("Lymphocytes",))[0] == int(((x >= 40e3) & (x < 90e3) & (y >= 5e3) & (y < 40e3)).sum())
+    m.undo()  # undo the rename, then the gate
+    assert [r.name for r in m.populations()] == ["All events", "Rectangle 1"]

@@ -167,6 +167,7 @@ class PlotGrid(QtWidgets.QWidget):
     sigError = QtCore.Signal(str)
     sigStatus = QtCore.Signal(str)
     sigToolFinished = QtCore.Signal()
+    sigGateDrawn = QtCore.Signal(object)
 
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
@@ -187,6 +188,7 @@ class PlotGrid(QtWidgets.QWidget):
             view.sigError.connect(self.sigError)
             view.sigStatus.connect(self.sigStatus)
             view.sigToolFinished.connect(self.sigToolFinished)
+            view.sigGateDrawn.connect(self.sigGateDrawn)
             view.sigActivated.connect(self._activate)
             view.set_tool(self.tool)
             self.views.append(view)
@@ -262,6 +264,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plots.preview.sigCounts.connect(self.populations.show_counts)
         self.plots.preview.sigStatistics.connect(self.stats.show_preview)
         self.plots.sigStatus.connect(self._plot_note)
+        self.plots.sigGateDrawn.connect(self.populations.start_naming)
         self._build_menus()
         self.model.events.sample_changed.connect(self._update_actions)
         self.model.events.gates_changed.connect(self._update_actions)

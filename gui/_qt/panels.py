@@ -169,6 +169,13 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 self.sigError.emit(str(exc))
                 self.refresh()
 
+    def start_naming(self, path) -> None:
+        """Open the name of a gate just drawn for typing (Enter keeps it, Esc keeps the default)."""
+        item = self.items.get(tuple(path))
+        if item is not None:
+            self.scrollToItem(item)
+            self.editItem(item, 0)
+
     def show_counts(self, counts: dict) -> None:
         """Live counts while a gate is dragged ({path: (count | None, % parent)}), before it is committed."""
         self._updating = True

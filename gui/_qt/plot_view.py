@@ -192,6 +192,7 @@ class PlotView(QtWidgets.QWidget):
     sigStatus = QtCore.Signal(str)  # a note for the status bar (e.g. which gates are not drawn, why)
     sigToolFinished = QtCore.Signal()
     sigActivated = QtCore.Signal(int)
+    sigGateDrawn = QtCore.Signal(object)  # the path of a gate just drawn (the window offers to name it)
 
     def __init__(self, model: ViewerModel, index: int = 0, preview: LivePreview | None = None, parent=None):
         super().__init__(parent)
@@ -271,6 +272,8 @@ class PlotView(QtWidgets.QWidget):
         finally:
             self.set_tool(None)
             self.sigToolFinished.emit()
+        if self.edit_target is not None:
+            self.sigGateDrawn.emit(self.edit_target)
 
     def _rectangle_drawn(self, x0, x1, y0, y1):
         self._guarded(self.model.add_rectangle_gate, x0, x1, y0, y1, plot=self.index)
@@ -423,7 +426,8 @@ class PlotView(QtWidgets.QWidget):
         xr, yr = self.viewbox.viewRange()
         overlays, reasons = m.gate_overlays(self.index)
         self.not_drawn = reasons
-        self.sigStatus.emit("not drawn: " + "; ".join(reasons) if reasons else "")
+        if self.index == m.active_plot:  # the status bar speaks for the plot the controls edit
+            self.sigStatus.emit("not drawn: " + "; ".join(reasons) if reasons else "")
         for ov in overlays:
             pen = (SELECTED_GATE_PEN if m.selected[: len(ov.path)] == ov.path
                    else GATE_PEN if ov.exact else REPROJECTED_PEN)
