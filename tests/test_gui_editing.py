@@ -363,3 +363,18 @@ def test_a_drawn_gate_is_named_as_it_is_made(window, qtbot, fcs_file, raw_events
     assert m.population_count(("Lymphocytes",))[0] == int(((x >= 40e3) & (x < 90e3) & (y >= 5e3) & (y < 40e3)).sum())
     m.undo()  # undo the rename, then the gate
     assert [r.name for r in m.populations()] == ["All events", "Rectangle 1"]
+
+
+def test_dragging_a_quadrant_divider_past_a_location_keeps_every_quadrant_on_its_side(window, fcs_file, raw_events):
+    m = _linear_scatter(window, fcs_file)
+    path = m.add_quadrant_gate(80e3, 30e3, name="Q")
+    window.controls.tool_buttons["edit"].setChecked(True)
+    lines = window.plot_view.rois[path]
+    vertical = next(line for line in lines if line._quadrant_axis == "x")
+    vertical.setValue(160e3)  # far past the old locations (81e3 / 79e3)
+    m.edit_gate_on_plot(path, 0, dividers={"x": 160e3, "y": 30e3})
+    x, y = raw_events[:, 0], raw_events[:, 1]
+    counts = {r.name: r.count for r in m.populations() if r.path}
+    assert counts["FSC-A+ SSC-A+"] == int(((x >= 160e3) & (y >= 30e3)).sum())
+    assert counts["FSC-A- SSC-A-"] == int(((x < 160e3) & (y < 30e3)).sum())
+    assert sum(counts.values()) == x.size

@@ -15,8 +15,6 @@ histograms, counts and statistics use every event.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 
 import numpy as np
 
