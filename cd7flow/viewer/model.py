@@ -16,6 +16,8 @@ histograms, counts and statistics use every event.
 from __future__ import annotations
 
 
+from collections.abc import Callable
+
 import numpy as np
 
 from gating.dimensions import FCS_COMPENSATION, Dimension, is_uncompensated
@@ -590,24 +592,36 @@ class ViewerModel(GateEditing, FileActions):
         if key[3] == self._gates_version:
             self._stats_cache[key] = rows
 
-    def stat_columns(self, compensated: bool | None = None) -> list[np.ndarray]:
-        """The current sample's columns the statistics describe (channel units, compensated when
-        on), kept for the next request. Taken on the UI thread and handed to a worker, so the
-        worker never writes into the data source's cache while the UI thread trims it."""
+    def stat_columns(self, compensated: bool | None = None) -> Callable[[], list[np.ndarray]]:
+        """A callable returning the current sample's columns the statistics describe (channel
+        units, compensated when on); safe to call on a worker thread.
+
+        Taken on the UI thread: compensated columns are views of the block the plots already
+        use; stored channels are converted to float64 by the callable (a strided read of the
+        event matrix, ~50 ms per million events and channel, kept for the next request), so
+        no worker writes into the data source's cache while the UI thread trims it."""
         s = self._need_sample()
         on = self.compensated if compensated is None else compensated
         key = (id(s), on)
         cols = self._stat_columns.get(key)
-        if cols is None:
-            src = self.source()
-            cols = [np.asarray(src.values(d)) for d in self._stat_dimensions(s, on)]
-            self._stat_columns = {key: cols}
-        return cols
+        if cols is not None:
+            return lambda: cols
+        dims = self._stat_dimensions(s, on)
+        src = self.source()
+        compensated_cols = {d.channel: np.asarray(src.values(d)) for d in dims if d.compensation}
+
+        def build() -> list[np.ndarray]:
+            built = [compensated_cols[d.channel] if d.compensation
+                     else np.asarray(s.values(d.channel), dtype=np.float64) for d in dims]
+            self._stat_columns = {key: built}
+            return built
+
+        return build
 
     def statistics_for(self, result: GatingResult, path: PopulationPath, compensated: bool | None = None,
                        columns: list[np.ndarray] | None = None) -> list[dict[str, object]]:
         """:meth:`statistics` of ``path`` in a given result. Off the UI thread (the table, the drag
-        preview) pass ``columns`` from :meth:`stat_columns`: then only ``result`` is read."""
+        preview) pass ``columns`` from :meth:`stat_columns`' callable: then only ``result`` is read."""
         s = result.source.sample
         compensated = self.compensated if compensated is None else compensated
         path = tuple(path)

@@ -254,7 +254,7 @@ class StatsTable(QtWidgets.QTableWidget):
             return
         self.caption.setText(f"<b>{path_str(key[1])}</b>: computing statistics\u2026")
         if self.worker.running_tag != key:
-            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], key[2], columns)]))
+            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], key[2], columns())]))
 
     def _computed(self, key, _index, rows) -> None:
         self.model.store_statistics(key, rows)

@@ -78,7 +78,7 @@ class LivePreview(QtCore.QObject):
             yield {p: ((None, float("nan")) if result.is_blank(p) else (result.count(p), result.percent_of_parent(p)))
                    for p in paths}
             if stats_path is not None:
-                yield m.statistics_for(result, stats_path, compensated, columns)
+                yield m.statistics_for(result, stats_path, compensated, columns())
 
         self.worker.submit(tuple(path), work)
 
