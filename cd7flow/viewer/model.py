@@ -594,12 +594,13 @@ class ViewerModel(GateEditing, FileActions):
 
     def stat_columns(self, compensated: bool | None = None) -> Callable[[], list[np.ndarray]]:
         """A callable returning the current sample's columns the statistics describe (channel
-        units, compensated when on); safe to call on a worker thread.
+        units, compensated when on), kept for the next request; made for a worker thread.
 
-        Taken on the UI thread: compensated columns are views of the block the plots already
-        use; stored channels are converted to float64 by the callable (a strided read of the
-        event matrix, ~50 ms per million events and channel, kept for the next request), so
-        no worker writes into the data source's cache while the UI thread trims it."""
+        The callable reads the sample through a data source of its own (compensation done
+        once more, off the UI thread) so no worker writes into the viewer's source cache
+        while the UI thread trims it; the UI thread only looks the cache up."""
+        from ..datasource import SampleSource
+
         s = self._need_sample()
         on = self.compensated if compensated is None else compensated
         key = (id(s), on)
@@ -607,13 +608,11 @@ class ViewerModel(GateEditing, FileActions):
         if cols is not None:
             return lambda: cols
         dims = self._stat_dimensions(s, on)
-        src = self.source()
-        compensated_cols = {d.channel: np.asarray(src.values(d)) for d in dims if d.compensation}
 
         def build() -> list[np.ndarray]:
-            built = [compensated_cols[d.channel] if d.compensation
-                     else np.asarray(s.values(d.channel), dtype=np.float64) for d in dims]
-            self._stat_columns = {key: built}
+            own = SampleSource(s)
+            built = [np.asarray(own.values(d)) for d in dims]
+            self._stat_columns = {key: built}  # one attribute store: atomic for the UI thread
             return built
 
         return build
