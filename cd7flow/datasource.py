@@ -13,6 +13,14 @@ call (cheap next to a transform, and it would double the matrix to keep). A
 viewer calls :meth:`SampleSource.retain` / :meth:`SampleSource.clear_cache` to let
 go of columns it no longer shows.
 
+Lean mode (``lean=True``, the protocol pipeline's): no compensated block is kept. Each
+column is computed on its own, a block of :data:`CHUNK_ROWS` rows at a time, with the very
+arithmetic of the default mode (the block of stored detectors in float64 times inv(S), one
+BLAS thread, then the transform), so the values are the same to the last bit; computed
+columns live in a least-recently-used cache of at most ``cache_bytes`` and are recomputed
+when asked for again; :meth:`SampleSource.rows_values` computes a column for some events
+only. Peak memory is the event matrix plus a few columns, at the cost of recomputing.
+
 Compensation references (Gating-ML): ``None`` or ``"uncompensated"`` = values as
 stored; ``"FCS"`` = the sample's own spillover matrix (no matrix = as stored, as the
 Gating-ML compliance suite expects); any other id = an entry of ``compensations``,
@@ -23,6 +31,7 @@ does not cover (FSC, SSC, Time) is returned as stored.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +39,7 @@ import numpy as np
 
 from gating.dimensions import FCS_COMPENSATION, Dimension, RatioDimension, is_uncompensated
 
+from .compensation.matrix import CHUNK_ROWS, _blas_threads
 from .compensation.spectrum import SpectrumMatrix
 from .errors import GatingError
 from .sample import ChannelNotFound, Sample
@@ -44,6 +54,9 @@ class SampleSource:
     compensations : id -> SpilloverMatrix or SpectrumMatrix ("FCS" is implicit).
     transforms : id -> object with ``apply(x) -> y`` (a cd7flow transform) or a callable.
     derived : id -> RatioDimension (Gating-ML fratio), used as a Dimension's channel.
+    lean : compute each column on its own, a block of rows at a time, and keep at most
+        ``cache_bytes`` of them (default :meth:`lean_cache_bytes`); see the module docstring.
+        Otherwise every computed column is kept.
     """
 
     def __init__(
@@ -52,13 +65,25 @@ class SampleSource:
         compensations: Mapping[str, Any] | None = None,
         transforms: Mapping[str, Any] | None = None,
         derived: Mapping[str, RatioDimension] | None = None,
+        *,
+        lean: bool = False,
+        cache_bytes: int | None = None,
     ):
         self.sample = sample
         self.compensations = dict(compensations or {})
         self.transforms = dict(transforms or {})
         self.derived = dict(derived or {})
-        self._cache: dict[Dimension, np.ndarray] = {}
+        self.lean = bool(lean)
+        self.cache_limit = (cache_bytes if cache_bytes is not None else self.lean_cache_bytes(sample)) \
+            if self.lean else None
+        self._cache: OrderedDict[Dimension, np.ndarray] = OrderedDict()
         self._compensated: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
+
+    @staticmethod
+    def lean_cache_bytes(sample: Sample) -> int:
+        """Default lean cache: a quarter of the float32 event matrix, at least 64 MiB, so small
+        tubes keep every column and a large one keeps a few."""
+        return max(int(sample.n_events) * len(sample.channels), 1 << 26)
 
     @property
     def n_events(self) -> int:
@@ -73,7 +98,7 @@ class SampleSource:
     def retain(self, dimensions) -> None:
         """Keep cached columns only for ``dimensions`` (and the compensations they use)."""
         keep = set(dimensions)
-        self._cache = {d: v for d, v in self._cache.items() if d in keep}
+        self._cache = OrderedDict((d, v) for d, v in self._cache.items() if d in keep)
         used = {d.compensation for d in keep}
         self._compensated = {c: b for c, b in self._compensated.items() if c in used}
 
@@ -137,6 +162,8 @@ class SampleSource:
 
     def channel_values(self, channel: str, compensation: str | None) -> np.ndarray:
         """One channel after the named compensation (before any transform), float64."""
+        if self.lean:
+            return self.values(Dimension(channel, compensation))
         return self._channel(channel, compensation)[0]
 
     def _channel(self, channel: str, compensation: str | None) -> tuple[np.ndarray, bool]:
@@ -173,7 +200,11 @@ class SampleSource:
     def values(self, dimension: Dimension) -> np.ndarray:
         cached = self._cache.get(dimension)
         if cached is not None:
+            if self.lean:
+                self._cache.move_to_end(dimension)
             return cached
+        if self.lean:
+            return self._lean_values(dimension)
         ratio = self.derived.get(dimension.channel)
         stored = False
         if ratio is not None:
@@ -202,6 +233,126 @@ class SampleSource:
         fn = getattr(transform, "apply", transform)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return np.asarray(fn(np.array(values, dtype=np.float64)), dtype=np.float64)
+
+    # ---- lean mode ------------------------------------------------------------
+    def _lean_values(self, dimension: Dimension) -> np.ndarray:
+        """A dimension's values (float64), computed a block of rows at a time (lean mode)."""
+        how, transform = self._lean_plan(dimension)
+        events = self.sample.events
+        if transform is None and how[0] == "stored" and events.dtype == np.float64:
+            return events[:, how[1]]  # a free view: nothing computed, nothing cached
+        out = np.empty(self.n_events, dtype=np.float64)
+        for start in range(0, self.n_events, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, self.n_events)
+            out[start:stop] = self._lean_chunk(how, transform, start, stop)
+        out.setflags(write=False)
+        self._lean_keep(dimension, out)
+        return out
+
+    def rows_values(self, dimension: Dimension, rows: np.ndarray | slice) -> np.ndarray:
+        """``values(dimension)[rows]`` (rows: a bool mask, a slice or event numbers). In lean mode a column that
+        is not cached is computed block by block and only the rows asked for are kept: a fit on
+        part of the events never holds the whole column. Same values as ``values`` (each block is
+        computed exactly as for the whole column)."""
+        cached = self._cache.get(dimension)
+        if not self.lean or cached is not None:
+            return self.values(dimension)[rows]
+        how, transform = self._lean_plan(dimension)
+        if isinstance(rows, slice) or np.asarray(rows).dtype != bool:
+            index = np.arange(self.n_events)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.intp)
+            if index.size > 1 and not np.all(np.diff(index) > 0):
+                return self.values(dimension)[index]  # unordered or repeated event numbers
+            rows = np.zeros(self.n_events, dtype=bool)
+            rows[index] = True
+        rows = np.asarray(rows, dtype=bool)
+        out = np.empty(int(np.count_nonzero(rows)), dtype=np.float64)
+        filled = 0
+        for start in range(0, self.n_events, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, self.n_events)
+            keep = rows[start:stop]
+            k = int(np.count_nonzero(keep))
+            if k:
+                out[filled:filled + k] = self._lean_chunk(how, transform, start, stop)[keep]
+                filled += k
+        return out
+
+    def _lean_plan(self, dimension: Dimension) -> tuple[tuple, Any]:
+        """(how to compute the linear values, the transform or None)."""
+        transform = None
+        if dimension.transform is not None:
+            try:
+                transform = self.transforms[dimension.transform]
+            except KeyError:
+                raise GatingError(f"{self.sample.name}: unknown transform {dimension.transform!r}") from None
+        return self._lean_inputs(dimension), transform
+
+    def _lean_chunk(self, how: tuple, transform, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop (a block boundary: a multiple of CHUNK_ROWS) of a dimension, float64."""
+        block = self._lean_block(how, start, stop)
+        if transform is not None:
+            fn = getattr(transform, "apply", transform)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                block = np.asarray(fn(np.array(block, dtype=np.float64)), dtype=np.float64)
+        return block
+
+    def _lean_inputs(self, dimension: Dimension) -> tuple:
+        """How to compute a dimension's linear values: ("stored", column), ("product", detector
+        columns, inverse, output column) for a spillover-compensated channel, ("ratio", ratio,
+        numerator inputs, denominator inputs), or ("exact", values) for spectrum unmixing (the
+        float64 mode's block, kept)."""
+        comp = dimension.compensation
+        ratio = self.derived.get(dimension.channel)
+        if ratio is not None:
+            return ("ratio", ratio, self._lean_inputs(Dimension(ratio.numerator, comp)),
+                    self._lean_inputs(Dimension(ratio.denominator, comp)))
+        if is_uncompensated(comp):
+            return ("stored", self._column_index(dimension.channel))
+        matrix = self._matrix_for(comp)
+        if matrix is None:
+            return ("stored", self._column_index(dimension.channel))
+        if isinstance(matrix, SpectrumMatrix):
+            return ("exact", self._channel(dimension.channel, comp)[0])
+        col = self._column_index(dimension.channel)
+        detectors = []
+        for name in matrix.channels:
+            try:
+                detectors.append(self.sample.channel(name))
+            except ChannelNotFound:
+                raise GatingError(f"{self.sample.name}: compensation {comp!r} failed: spillover channel "
+                                  f"{name} is missing from the data") from None
+        if col not in detectors:
+            return ("stored", col)  # not covered by the matrix (scatter, time)
+        # the float64 mode's product, block for block: the same numbers to the last bit
+        inverse = np.ascontiguousarray(matrix.inverse, dtype=np.float64)
+        return ("product", np.array(detectors, dtype=np.intp), inverse, detectors.index(col))
+
+    def _column_index(self, channel: str) -> int:
+        try:
+            return self.sample.channel(channel)
+        except ChannelNotFound as exc:
+            raise GatingError(str(exc)) from None
+
+    def _lean_block(self, how: tuple, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of a dimension's linear values, float64."""
+        kind = how[0]
+        if kind == "stored":
+            return self.sample.events[start:stop, how[1]].astype(np.float64)
+        if kind == "product":
+            # as SpillOverMatrix.compensate does it on the whole block (apply_inverse): the block
+            # of detectors in float64 times inv(S), one BLAS thread, then the one column wanted
+            block = np.ascontiguousarray(self.sample.events[start:stop][:, how[1]], dtype=np.float64)
+            with _blas_threads().limit(limits=1, user_api="blas"):
+                return np.matmul(block, how[2])[:, how[3]]
+        if kind == "ratio":
+            return np.asarray(how[1].compute(self._lean_block(how[2], start, stop),
+                                             self._lean_block(how[3], start, stop)), dtype=np.float64)
+        return np.asarray(how[1][start:stop], dtype=np.float64)
+
+    def _lean_keep(self, dimension: Dimension, values: np.ndarray) -> None:
+        """Cache a computed column; over ``cache_limit`` the least recently used go first."""
+        self._cache[dimension] = values
+        while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self.cache_limit:
+            self._cache.popitem(last=False)
 
     def dimensions_table(self, dimensions: Sequence[Dimension]) -> np.ndarray:
         """(n_events, len(dimensions)) float64 array of several dimensions (for plotting)."""

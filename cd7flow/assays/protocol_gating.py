@@ -35,6 +35,9 @@ from ..strategy import GatingStrategy
 
 __all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
+MASK_CACHE_MIN = 64 * 2**20
+"""Bytes of unpacked population masks a gated sample keeps at least (see GatedSample)."""
+
 UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
 """Scatter keys (protocol ``[scatter]``) used as stored: linear, never compensated."""
 
@@ -131,7 +134,9 @@ class GatedSample:
     protocol: Protocol | None = None
 
     def __post_init__(self) -> None:
-        self.result = GatingResult(self.tree, self.source)
+        # masks of about ten populations stay unpacked (one byte per event each); the rest are
+        # bit-packed, then recomputed: a large tube's masks must not outweigh its events
+        self.result = GatingResult(self.tree, self.source, cache_bytes=max(MASK_CACHE_MIN, 10 * self.sample.n_events))
 
     @property
     def masks(self) -> PopulationMasks:
@@ -188,7 +193,9 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
     mapping.update(channels or {})
     comp = _compensation(sample, protocol, mapping)
     tspec = protocol.section("transforms")
-    source = SampleSource(sample)
+    # Lean source: each column computed when a step needs it (the same numbers as the whole
+    # compensated block would give), in a bounded cache (benchmarks/results_memory.md)
+    source = SampleSource(sample, lean=True)
     dims: dict[str, Dimension] = {}
     described: dict[str, dict[str, Any]] = {}
     for key, ch in mapping.items():
@@ -274,15 +281,15 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     dims = [g.dimensions[k] for k in keys]
     shape = _parent_gate_dimensions(g, spec) if method.shape_dimensions else None
     est = method.build(dims, keys, spec.id, spec.params, shape)
-    columns = [g.source.values(d) for d in dims + list(shape or [])]
+    columns = dims + list(shape or [])
 
     def rows(mask: np.ndarray) -> np.ndarray:
-        """The gate's columns for the events of ``mask``, stacked: one (events x columns) copy
-        per population the fit needs, filled a column at a time (never all events, nor every
-        column twice, at once)."""
-        out = np.empty((int(np.count_nonzero(mask)), len(columns)), dtype=np.result_type(*columns))
-        for j, c in enumerate(columns):
-            out[:, j] = c[mask]
+        """The gate's columns for the events of ``mask``, stacked: one (events x columns) float64
+        copy per population the fit needs, filled a column at a time, each column computed for
+        those events only (:meth:`SampleSource.rows_values`): never every column of all events."""
+        out = np.empty((int(np.count_nonzero(mask)), len(columns)), dtype=np.float64)
+        for j, d in enumerate(columns):
+            out[:, j] = g.source.rows_values(d, mask)
         return out
 
     inputs = {name: _FIT_INPUTS[how](g, spec, rows) for name, how in method.fit_inputs.items()}
@@ -290,7 +297,7 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     g.estimators[spec.id] = est
     if method.marker_test:
         # the marker test on every event, whatever its parent (a marker gate has one or two columns)
-        g.marker_positive[spec.id] = est.predict(np.column_stack(columns))
+        g.marker_positive[spec.id] = _predict_by_rows(est, g.source, columns)
     where = g.locations[spec.parent]
     if where is None:  # the parent population was not found: this one is empty too
         g.locations[spec.id] = None
@@ -306,6 +313,18 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     for pop in spec.populations:
         g.locations.setdefault(pop, None)  # declared, not found: empty
     g.locations[spec.id] = where + (spec.id,)
+
+
+def _predict_by_rows(est, source: SampleSource, columns: list[Dimension], chunk: int = 1 << 18) -> np.ndarray:
+    """``est.predict`` on every event, a block of rows at a time (a marker test is a per-event
+    comparison): the stacked float64 copy is one block, not events x columns."""
+    n = source.n_events
+    out = np.empty(n, dtype=bool)
+    for start in range(0, n, chunk):
+        block = slice(start, min(start + chunk, n))
+        out[block] = est.predict(np.column_stack([np.asarray(source.rows_values(d, block), dtype=np.float64)
+                                                  for d in columns]))
+    return out
 
 
 def _parent_gate_dimensions(g: GatedSample, spec: GateSpec) -> list[Dimension] | None:
