@@ -242,39 +242,91 @@ class SampleSource:
         if transform is None and how[0] == "stored" and events.dtype == np.float64:
             return events[:, how[1]]  # a free view: nothing computed, nothing cached
         out = np.empty(self.n_events, dtype=np.float64)
-        for start in range(0, self.n_events, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, self.n_events)
-            out[start:stop] = self._lean_chunk(how, transform, start, stop)
+        for start, stop, block in self._lean_blocks([dimension], None):
+            out[start:stop] = block[:, 0]
         out.setflags(write=False)
         self._lean_keep(dimension, out)
         return out
 
     def rows_values(self, dimension: Dimension, rows: np.ndarray | slice) -> np.ndarray:
-        """``values(dimension)[rows]`` (rows: a bool mask, a slice or event numbers). In lean mode a column that
-        is not cached is computed block by block and only the rows asked for are kept: a fit on
-        part of the events never holds the whole column. Same values as ``values`` (each block is
-        computed exactly as for the whole column)."""
-        cached = self._cache.get(dimension)
-        if not self.lean or cached is not None:
-            return self.values(dimension)[rows]
-        how, transform = self._lean_plan(dimension)
-        if isinstance(rows, slice) or np.asarray(rows).dtype != bool:
-            index = np.arange(self.n_events)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.intp)
-            if index.size > 1 and not np.all(np.diff(index) > 0):
-                return self.values(dimension)[index]  # unordered or repeated event numbers
-            rows = np.zeros(self.n_events, dtype=bool)
-            rows[index] = True
-        rows = np.asarray(rows, dtype=bool)
-        out = np.empty(int(np.count_nonzero(rows)), dtype=np.float64)
-        filled = 0
-        for start in range(0, self.n_events, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, self.n_events)
-            keep = rows[start:stop]
-            k = int(np.count_nonzero(keep))
-            if k:
-                out[filled:filled + k] = self._lean_chunk(how, transform, start, stop)[keep]
+        """``values(dimension)[rows]``: see :meth:`rows_table`."""
+        return self.rows_table([dimension], rows)[:, 0]
+
+    def rows_table(self, dimensions: Sequence[Dimension], rows: np.ndarray | slice) -> np.ndarray:
+        """(selected events x dimensions) float64: ``values(d)[rows]`` for each d, stacked (rows: a
+        bool mask, a slice or increasing event numbers).
+
+        In lean mode the columns that are not cached are computed together a block of rows at a
+        time (one compensation product per block for all of them) and only the rows asked for
+        are kept: a fit on part of the events never holds whole columns. Same values as
+        ``values`` (each block is computed exactly as for the whole column)."""
+        dimensions = list(dimensions)
+        if not self.lean:
+            return np.column_stack([self.values(d)[rows] for d in dimensions]) if dimensions else \
+                np.empty((np.arange(self.n_events)[rows].size, 0))
+        mask = self._rows_mask(rows)
+        if mask is None:  # unordered or repeated event numbers: whole columns, then the rows
+            return np.column_stack([self.values(d)[rows] for d in dimensions])
+        out = np.empty((int(np.count_nonzero(mask)), len(dimensions)), dtype=np.float64)
+        todo = []
+        for j, d in enumerate(dimensions):
+            cached = self._cache.get(d)
+            if cached is not None:
+                out[:, j] = cached[mask]
+            else:
+                todo.append(j)
+        if todo:
+            filled = 0
+            for start, stop, block in self._lean_blocks([dimensions[j] for j in todo], mask):
+                keep = mask[start:stop]
+                k = int(np.count_nonzero(keep))
+                out[filled:filled + k, todo] = block[keep]
                 filled += k
         return out
+
+    def blocks(self, dimensions: Sequence[Dimension]):
+        """(start, stop, values of rows start:stop x dimensions, float64) over all events, a block
+        of :data:`CHUNK_ROWS` rows at a time: one pass over the events for several columns."""
+        dimensions = list(dimensions)
+        if self.lean:
+            yield from self._lean_blocks(dimensions, None)
+            return
+        columns = [self.values(d) for d in dimensions]
+        for start in range(0, self.n_events, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, self.n_events)
+            yield start, stop, np.column_stack([c[start:stop] for c in columns]) if columns else \
+                np.empty((stop - start, 0))
+
+    def _rows_mask(self, rows) -> np.ndarray | None:
+        """``rows`` as a bool mask over the events, or None for unordered / repeated numbers."""
+        if isinstance(rows, slice):
+            mask = np.zeros(self.n_events, dtype=bool)
+            mask[rows] = True
+            return mask
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            return rows
+        index = rows.astype(np.intp, copy=False)
+        if index.size > 1 and not np.all(np.diff(index) > 0):
+            return None
+        mask = np.zeros(self.n_events, dtype=bool)
+        mask[index] = True
+        return mask
+
+    def _lean_blocks(self, dimensions: list[Dimension], mask: np.ndarray | None):
+        """(start, stop, block rows x dimensions float64) for each block of CHUNK_ROWS rows (the
+        blocks without an event of ``mask`` are skipped). Dimensions under the same compensation
+        share one product per block."""
+        plans = [self._lean_plan(d) for d in dimensions]
+        for start in range(0, self.n_events, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, self.n_events)
+            if mask is not None and not mask[start:stop].any():
+                continue
+            products: dict[Any, np.ndarray] = {}
+            block = np.empty((stop - start, len(dimensions)), dtype=np.float64)
+            for j, (how, transform) in enumerate(plans):
+                block[:, j] = self._lean_chunk(how, transform, start, stop, products)
+            yield start, stop, block
 
     def _lean_plan(self, dimension: Dimension) -> tuple[tuple, Any]:
         """(how to compute the linear values, the transform or None)."""
@@ -286,9 +338,10 @@ class SampleSource:
                 raise GatingError(f"{self.sample.name}: unknown transform {dimension.transform!r}") from None
         return self._lean_inputs(dimension), transform
 
-    def _lean_chunk(self, how: tuple, transform, start: int, stop: int) -> np.ndarray:
-        """Rows start:stop (a block boundary: a multiple of CHUNK_ROWS) of a dimension, float64."""
-        block = self._lean_block(how, start, stop)
+    def _lean_chunk(self, how: tuple, transform, start: int, stop: int, products: dict) -> np.ndarray:
+        """Rows start:stop (a block boundary: a multiple of CHUNK_ROWS) of a dimension, float64;
+        ``products`` keeps this block's compensation products for the other dimensions."""
+        block = self._lean_block(how, start, stop, products)
         if transform is not None:
             fn = getattr(transform, "apply", transform)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -324,7 +377,7 @@ class SampleSource:
             return ("stored", col)  # not covered by the matrix (scatter, time)
         # the float64 mode's product, block for block: the same numbers to the last bit
         inverse = np.ascontiguousarray(matrix.inverse, dtype=np.float64)
-        return ("product", np.array(detectors, dtype=np.intp), inverse, detectors.index(col))
+        return ("product", np.array(detectors, dtype=np.intp), inverse, detectors.index(col), comp)
 
     def _column_index(self, channel: str) -> int:
         try:
@@ -332,20 +385,23 @@ class SampleSource:
         except ChannelNotFound as exc:
             raise GatingError(str(exc)) from None
 
-    def _lean_block(self, how: tuple, start: int, stop: int) -> np.ndarray:
+    def _lean_block(self, how: tuple, start: int, stop: int, products: dict) -> np.ndarray:
         """Rows start:stop of a dimension's linear values, float64."""
         kind = how[0]
         if kind == "stored":
             return self.sample.events[start:stop, how[1]].astype(np.float64)
         if kind == "product":
-            # as SpillOverMatrix.compensate does it on the whole block (apply_inverse): the block
-            # of detectors in float64 times inv(S), one BLAS thread, then the one column wanted
-            block = np.ascontiguousarray(self.sample.events[start:stop][:, how[1]], dtype=np.float64)
-            with _blas_threads().limit(limits=1, user_api="blas"):
-                return np.matmul(block, how[2])[:, how[3]]
+            product = products.get(how[4])
+            if product is None:
+                # as SpillOverMatrix.compensate does it on the whole block (apply_inverse): the
+                # block of detectors in float64 times inv(S), one BLAS thread
+                block = np.ascontiguousarray(self.sample.events[start:stop][:, how[1]], dtype=np.float64)
+                with _blas_threads().limit(limits=1, user_api="blas"):
+                    product = products[how[4]] = np.matmul(block, how[2])
+            return product[:, how[3]]
         if kind == "ratio":
-            return np.asarray(how[1].compute(self._lean_block(how[2], start, stop),
-                                             self._lean_block(how[3], start, stop)), dtype=np.float64)
+            return np.asarray(how[1].compute(self._lean_block(how[2], start, stop, products),
+                                             self._lean_block(how[3], start, stop, products)), dtype=np.float64)
         return np.asarray(how[1][start:stop], dtype=np.float64)
 
     def _lean_keep(self, dimension: Dimension, values: np.ndarray) -> None:

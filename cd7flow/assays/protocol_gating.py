@@ -45,14 +45,17 @@ UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
 # ----------------------------------------------------------------------------------------------
 # Transforms chosen from the data
 # ----------------------------------------------------------------------------------------------
-def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5) -> float:
+def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5,
+                  n_values: int | None = None) -> float:
     """Logicle W from the data (Parks et al. 2006, eq. 12): W = (M - log10(T / |r|)) / 2.
 
     r is the 5th percentile of the negative values; with fewer than 1% negative events
     there is nothing to linearise and ``default`` is used. W is clipped to [0, M/2].
+    With ``n_values``, ``values`` holds only the finite negative values (in event order) of a
+    column of ``n_values`` events.
     """
-    neg = values[np.isfinite(values) & (values < 0)]
-    if neg.size < max(10, 0.01 * values.size):
+    neg = values if n_values is not None else values[np.isfinite(values) & (values < 0)]
+    if neg.size < max(10, 0.01 * (values.size if n_values is None else n_values)):
         return default
     r = abs(float(np.percentile(neg, 5)))
     if r <= 0:
@@ -60,8 +63,10 @@ def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5) 
     return float(min(max((m - math.log10(t / r)) / 2, 0.0), m / 2))
 
 
-def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarray | None, where: str):
-    """The protocol's transform of one channel; ``where`` ("file: channel") names it in errors."""
+def _make_transform(spec: dict[str, Any], channel_range: float, negatives: tuple[np.ndarray, int] | None,
+                    where: str):
+    """The protocol's transform of one channel; ``negatives`` = (the channel's finite negative
+    values, its number of events); ``where`` ("file: channel") names it in errors."""
     from ..transforms import transform_from_spec
 
     kind = spec["kind"]
@@ -80,7 +85,7 @@ def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarr
     params.setdefault("m", 4.5)
     params.setdefault("a", 0.0)
     if kind == "logicle" and params.get("w", "auto") == "auto":
-        w = logicle_width(values, t, params["m"]) if values is not None else 0.5
+        w = logicle_width(negatives[0], t, params["m"], n_values=negatives[1]) if negatives is not None else 0.5
         params["w"] = min(w, (params["m"] - params["a"]) / 2)  # logicle needs A <= M - 2W
     return transform_from_spec(kind, **params)
 
@@ -198,6 +203,9 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
     source = SampleSource(sample, lean=True)
     dims: dict[str, Dimension] = {}
     described: dict[str, dict[str, Any]] = {}
+    linear_dims = {key: Dimension(ch, None if key in protocol.scatter else comp) for key, ch in mapping.items()
+                   if key not in UNCOMPENSATED_KEYS}
+    negatives = _negative_values(source, list(dict.fromkeys(linear_dims.values())))
     for key, ch in mapping.items():
         idx = sample.channel(ch)
         if key in UNCOMPENSATED_KEYS:
@@ -206,8 +214,8 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
         scatter = key in protocol.scatter  # side scatter: its own transform, never compensated
         spec = tspec["ssc"] if scatter else tspec["fluorescence"]
         compensation = None if scatter else comp
-        linear = source.channel_values(ch, compensation)
-        xf = _make_transform(spec, float(sample.ranges[idx]), linear, f"channel {ch} ({key})")
+        xf = _make_transform(spec, float(sample.ranges[idx]), (negatives[linear_dims[key]], sample.n_events),
+                             f"channel {ch} ({key})")
         if xf is None:
             dims[key] = Dimension(ch, compensation)
             described[key] = {"channel": ch, "kind": "linear"}
@@ -218,6 +226,17 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
             described[key] = {"channel": ch, **{k: (round(v, 6) if isinstance(v, float) else v)
                                                  for k, v in xf.describe().items()}}
     return source, mapping, dims, described
+
+
+def _negative_values(source: SampleSource, dimensions: list[Dimension]) -> dict[Dimension, np.ndarray]:
+    """Each dimension's finite negative values, in event order (what logicle W is chosen from),
+    found in one pass over the events: one compensation product per block for all channels."""
+    parts: dict[Dimension, list[np.ndarray]] = {d: [] for d in dimensions}
+    for _start, _stop, block in source.blocks(dimensions):
+        for j, d in enumerate(dimensions):
+            col = block[:, j]
+            parts[d].append(col[np.isfinite(col) & (col < 0)])
+    return {d: np.concatenate(p) if p else np.empty(0) for d, p in parts.items()}
 
 
 def run_protocol_gates(sample: Sample, protocol: Protocol, channels: Mapping[str, str] | None = None) -> GatedSample:
@@ -285,12 +304,9 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
 
     def rows(mask: np.ndarray) -> np.ndarray:
         """The gate's columns for the events of ``mask``, stacked: one (events x columns) float64
-        copy per population the fit needs, filled a column at a time, each column computed for
-        those events only (:meth:`SampleSource.rows_values`): never every column of all events."""
-        out = np.empty((int(np.count_nonzero(mask)), len(columns)), dtype=np.float64)
-        for j, d in enumerate(columns):
-            out[:, j] = g.source.rows_values(d, mask)
-        return out
+        copy per population the fit needs, computed for those events only
+        (:meth:`SampleSource.rows_table`): never every column of all events."""
+        return g.source.rows_table(columns, mask)
 
     inputs = {name: _FIT_INPUTS[how](g, spec, rows) for name, how in method.fit_inputs.items()}
     est.fit(rows(g.masks[spec.parent]), **inputs)
@@ -322,8 +338,7 @@ def _predict_by_rows(est, source: SampleSource, columns: list[Dimension], chunk:
     out = np.empty(n, dtype=bool)
     for start in range(0, n, chunk):
         block = slice(start, min(start + chunk, n))
-        out[block] = est.predict(np.column_stack([np.asarray(source.rows_values(d, block), dtype=np.float64)
-                                                  for d in columns]))
+        out[block] = est.predict(source.rows_table(columns, block))
     return out
 
 

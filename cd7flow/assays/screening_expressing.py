@@ -64,8 +64,7 @@ def marker_spill_in(g: GatedSample, marker: str, rows: np.ndarray | None = None)
     out = np.empty(events.size, dtype=np.float64)
     for start in range(0, events.size, _SPILL_BLOCK):
         block = events[start:start + _SPILL_BLOCK]
-        out[start:start + block.size] = E.spill_in(
-            np.column_stack([g.source.rows_values(d, block) for d in columns]), matrix[others, j])
+        out[start:start + block.size] = E.spill_in(g.source.rows_table(columns, block), matrix[others, j])
     return out
 
 
