@@ -35,7 +35,7 @@ from ..strategy import GatingStrategy
 
 __all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
-MASK_CACHE_MIN = 64 * 2**20
+MASK_CACHE_MIN = 16 * 2**20
 """Bytes of unpacked population masks a gated sample keeps at least (see GatedSample)."""
 
 UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
@@ -139,9 +139,9 @@ class GatedSample:
     protocol: Protocol | None = None
 
     def __post_init__(self) -> None:
-        # masks of about ten populations stay unpacked (one byte per event each); the rest are
-        # bit-packed, then recomputed: a large tube's masks must not outweigh its events
-        self.result = GatingResult(self.tree, self.source, cache_bytes=max(MASK_CACHE_MIN, 10 * self.sample.n_events))
+        # a large tube keeps the masks of a few populations unpacked (one byte per event each);
+        # the rest are bit-packed, then recomputed: its masks must not outweigh its events
+        self.result = GatingResult(self.tree, self.source, cache_bytes=max(MASK_CACHE_MIN, 4 * self.sample.n_events))
 
     @property
     def masks(self) -> PopulationMasks:
