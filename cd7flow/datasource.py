@@ -261,7 +261,7 @@ class SampleSource:
         are kept: a fit on part of the events never holds whole columns. Same values as
         ``values`` (each block is computed exactly as for the whole column)."""
         dimensions = list(dimensions)
-        if not self.lean:
+        if not self.lean or self._keeps_whole_columns():
             return np.column_stack([self.values(d)[rows] for d in dimensions]) if dimensions else \
                 np.empty((np.arange(self.n_events)[rows].size, 0))
         mask = self._rows_mask(rows)
@@ -288,7 +288,7 @@ class SampleSource:
         """(start, stop, values of rows start:stop x dimensions, float64) over all events, a block
         of :data:`CHUNK_ROWS` rows at a time: one pass over the events for several columns."""
         dimensions = list(dimensions)
-        if self.lean:
+        if self.lean and not self._keeps_whole_columns():
             yield from self._lean_blocks(dimensions, None)
             return
         columns = [self.values(d) for d in dimensions]
@@ -296,6 +296,12 @@ class SampleSource:
             stop = min(start + CHUNK_ROWS, self.n_events)
             yield start, stop, np.column_stack([c[start:stop] for c in columns]) if columns else \
                 np.empty((stop - start, 0))
+
+    def _keeps_whole_columns(self) -> bool:
+        """Lean mode on a tube small next to the cache (16 float64 columns fit: every column a
+        protocol uses): whole columns, computed once and cached, are cheaper than blocks of rows
+        computed again for each fit."""
+        return self.n_events * 8 * 16 <= self.cache_limit
 
     def _rows_mask(self, rows) -> np.ndarray | None:
         """``rows`` as a bool mask over the events, or None for unordered / repeated numbers."""
