@@ -1,7 +1,7 @@
 """The protocol pipeline's lean data source: same populations as the float64 block, bounded memory.
 
-The pipeline (cd7flow.assays.protocol_gating) reads values through a lean
-:class:`~cd7flow.datasource.SampleSource`: each column computed for the step that needs it, a
+On a large tube the pipeline (cd7flow.assays.protocol_gating) reads values through a lean
+:class:`~cd7flow.datasource.SampleSource` (the tests lower the size limit to use it on a 200k tube): each column computed for the step that needs it, a
 block of rows at a time, with the arithmetic of the default (float64, whole compensated block)
 mode, in a bounded cache. These tests check that it changes no number (every population, every
 fitted threshold, the screening record: identical, not within a tolerance) and that gating a tube
@@ -68,6 +68,7 @@ def test_lean_columns_are_the_float64_block_to_the_last_bit(tube):
 
 
 def test_pipeline_populations_and_record_identical_to_the_float64_block(tube, protocol, monkeypatch):
+    monkeypatch.setattr(protocol_gating, "LEAN_ABOVE_BYTES", 0)  # lean as for a large tube
     lean_g = protocol_gating.run_protocol_gates(tube, protocol)
     lean_rec = screen_sample(tube, protocol)
     assert lean_g.source.lean and not lean_g.source._compensated
@@ -104,12 +105,14 @@ def test_gating_a_tube_holds_no_float64_copy_of_the_matrix(tube, protocol, monke
     the step that needs them, fits copy only their rows. (Fixed costs, e.g. the logicle lookup
     tables, are in both peaks.)"""
     float64_matrix = tube.n_events * len(tube.channels) * 8
+    monkeypatch.setattr(protocol_gating, "LEAN_ABOVE_BYTES", 0)  # lean as for a large tube
     monkeypatch.setattr(SampleSource, "lean_cache_bytes", staticmethod(lambda sample: 2 * sample.n_events * 8))
     lean_peak, g = _gating_peak(tube, protocol)
     assert g.count("blasts_refined") > 10_000 and not g.source._compensated
     with monkeypatch.context() as m:
         m.setattr(protocol_gating, "SampleSource", _float64_source)
         block_peak, exact = _gating_peak(tube, protocol)
+    assert not exact.source.lean
     assert exact.count("blasts_refined") == g.count("blasts_refined")
     print(f"gating peak: lean {lean_peak / float64_matrix:.2f}x, float64 block {block_peak / float64_matrix:.2f}x "
           "a float64 copy of the event matrix")

@@ -35,6 +35,11 @@ from ..strategy import GatingStrategy
 
 __all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
+LEAN_ABOVE_BYTES = 256 * 2**20
+"""A tube whose float64 copy would exceed this is gated through the lean data source
+(:class:`~cd7flow.datasource.SampleSource` ``lean=True``: same values, bounded memory, more
+CPU): 14 channels from about 2.4 million events on."""
+
 MASK_CACHE_MIN = 16 * 2**20
 """Bytes of unpacked population masks a gated sample keeps at least (see GatedSample)."""
 
@@ -198,9 +203,10 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
     mapping.update(channels or {})
     comp = _compensation(sample, protocol, mapping)
     tspec = protocol.section("transforms")
-    # Lean source: each column computed when a step needs it (the same numbers as the whole
-    # compensated block would give), in a bounded cache (benchmarks/results_memory.md)
-    source = SampleSource(sample, lean=True)
+    # A large tube gets the lean source: each column computed when a step needs it (the same
+    # numbers as the whole compensated block gives), in a bounded cache; a smaller one keeps the
+    # block and every column, which costs less CPU (benchmarks/results_memory.md)
+    source = SampleSource(sample, lean=sample.n_events * len(sample.channels) * 8 > LEAN_ABOVE_BYTES)
     dims: dict[str, Dimension] = {}
     described: dict[str, dict[str, Any]] = {}
     linear_dims = {key: Dimension(ch, None if key in protocol.scatter else comp) for key, ch in mapping.items()
