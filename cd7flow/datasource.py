@@ -298,10 +298,12 @@ class SampleSource:
                 np.empty((stop - start, 0))
 
     def _keeps_whole_columns(self) -> bool:
-        """Lean mode on a tube small next to the cache (4 float64 columns fit, enough for the
-        columns a step uses together): whole columns, computed once and kept while used, are
-        cheaper than blocks of rows computed again for each fit. Larger tubes stream blocks."""
-        return self.n_events * 8 * 4 <= self.cache_limit
+        """Lean mode on a tube small next to the cache (16 float64 columns fit: every column a
+        protocol uses): whole columns, computed once and cached, are cheaper than blocks of rows
+        computed again for each fit. Larger tubes stream blocks: one compensation product per
+        block serves all the columns a fit needs (on a 40-detector file a whole column costs a
+        product of all 40 detectors)."""
+        return self.n_events * 8 * 16 <= self.cache_limit
 
     def _rows_mask(self, rows) -> np.ndarray | None:
         """``rows`` as a bool mask over the events, or None for unordered / repeated numbers."""
