@@ -93,10 +93,12 @@ def self_rss_run(folder: Path, out: Path) -> tuple[float, float, int]:
     """The 1-worker run in a fresh process, so its peak RSS is that worker's own."""
     code = ("import sys, time, resource; sys.path.insert(0, %r); from cd7flow.batch import run_batch; "
             "t=time.perf_counter(); o=run_batch(%r, %r, jobs=1, show_progress=False); "
-            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, len(o.files))"
+            "u=resource.getrusage(resource.RUSAGE_SELF); "
+            "print(time.perf_counter()-t, u.ru_maxrss/1024, len(o.files), u.ru_utime+u.ru_stime)"
             % (str(HERE.parent), str(folder), str(out)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    dt, rss, n = res.stdout.split()
+    dt, rss, n, cpu = res.stdout.split()
+    self_rss_run.cpu_s = float(cpu)  # the worker's CPU seconds (imports included): load-independent
     return float(dt), float(rss), int(n)
 
 
@@ -153,7 +155,9 @@ def main() -> None:
         "file, then the tables and the HTML/PDF report. Machine: "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
         f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end (other jobs share the cores: figures are lower bounds).",
-        f"Generating the tubes took {gen:.0f} s.",
+        f"Generating the tubes took {gen:.0f} s. The 1-worker process used {self_rss_run.cpu_s:.0f} CPU s "
+        f"({self_rss_run.cpu_s / max(args.files, 1):.2f} per file, imports and report included): the figure "
+        "a busy machine does not distort.",
         "",
         "| configuration | files | wall s | files/s | speed-up | peak RSS per worker (MB) |",
         "|---|---:|---:|---:|---:|---:|",

@@ -70,18 +70,21 @@ def file_task(meta: dict[str, Any], config: dict[str, str]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         out["errors"].append(_failure("qc", exc))
         out["qc"] = error_record(rel, out["errors"][-1]["reason"], sample.sha256)
-    del sample  # one file's events in memory at a time: screening reads the file again
     if meta.get("tube") == "screening":
-        out["screening"] = _screen(meta, config, out)
+        # the events QC read (QC never modifies them): the file is read and hashed once
+        out["screening"] = _screen(meta, config, out, sample)
     return out
 
 
-def _screen(meta: dict, config: dict, out: dict) -> dict | None:
-    from .assays.screening import screen_file
+def _screen(meta: dict, config: dict, out: dict, sample) -> dict | None:
+    from .assays.screening import FMOTube, screen_sample
+    from .io.fcs_read import read_fcs
 
     try:
         with tempfile.TemporaryDirectory(prefix="cd7flow-plots-") as tmp:
-            rec = screen_file(meta["path"], _protocol(config["screening"]), fmo_path=meta.get("fmo_path"), plots_dir=tmp)
+            protocol = _protocol(config["screening"])
+            fmo = FMOTube(read_fcs(meta["fmo_path"]), protocol) if meta.get("fmo_path") else None
+            rec = screen_sample(sample, protocol, fmo, plots_dir=tmp)
             for p in rec.get("plots") or []:
                 out["png"][os.path.basename(p)] = Path(p).read_bytes()
         rec["plots"] = sorted(out["png"])

@@ -35,6 +35,14 @@ from ..strategy import GatingStrategy
 
 __all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
 
+LEAN_ABOVE_BYTES = 256 * 2**20
+"""A tube whose float64 copy would exceed this is gated through the lean data source
+(:class:`~cd7flow.datasource.SampleSource` ``lean=True``: same values, bounded memory, more
+CPU): 14 channels from about 2.4 million events on."""
+
+MASK_CACHE_MIN = 16 * 2**20
+"""Bytes of unpacked population masks a gated sample keeps at least (see GatedSample)."""
+
 UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
 """Scatter keys (protocol ``[scatter]``) used as stored: linear, never compensated."""
 
@@ -42,14 +50,17 @@ UNCOMPENSATED_KEYS = ("fsc_a", "fsc_h", "time")
 # ----------------------------------------------------------------------------------------------
 # Transforms chosen from the data
 # ----------------------------------------------------------------------------------------------
-def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5) -> float:
+def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5,
+                  n_values: int | None = None) -> float:
     """Logicle W from the data (Parks et al. 2006, eq. 12): W = (M - log10(T / |r|)) / 2.
 
     r is the 5th percentile of the negative values; with fewer than 1% negative events
     there is nothing to linearise and ``default`` is used. W is clipped to [0, M/2].
+    With ``n_values``, ``values`` holds only the finite negative values (in event order) of a
+    column of ``n_values`` events.
     """
-    neg = values[np.isfinite(values) & (values < 0)]
-    if neg.size < max(10, 0.01 * values.size):
+    neg = values if n_values is not None else values[np.isfinite(values) & (values < 0)]
+    if neg.size < max(10, 0.01 * (values.size if n_values is None else n_values)):
         return default
     r = abs(float(np.percentile(neg, 5)))
     if r <= 0:
@@ -57,8 +68,10 @@ def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5) 
     return float(min(max((m - math.log10(t / r)) / 2, 0.0), m / 2))
 
 
-def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarray | None, where: str):
-    """The protocol's transform of one channel; ``where`` ("file: channel") names it in errors."""
+def _make_transform(spec: dict[str, Any], channel_range: float, negatives: tuple[np.ndarray, int] | None,
+                    where: str):
+    """The protocol's transform of one channel; ``negatives`` = (the channel's finite negative
+    values, its number of events); ``where`` ("file: channel") names it in errors."""
     from ..transforms import transform_from_spec
 
     kind = spec["kind"]
@@ -77,7 +90,7 @@ def _make_transform(spec: dict[str, Any], channel_range: float, values: np.ndarr
     params.setdefault("m", 4.5)
     params.setdefault("a", 0.0)
     if kind == "logicle" and params.get("w", "auto") == "auto":
-        w = logicle_width(values, t, params["m"]) if values is not None else 0.5
+        w = logicle_width(negatives[0], t, params["m"], n_values=negatives[1]) if negatives is not None else 0.5
         params["w"] = min(w, (params["m"] - params["a"]) / 2)  # logicle needs A <= M - 2W
     return transform_from_spec(kind, **params)
 
@@ -131,7 +144,9 @@ class GatedSample:
     protocol: Protocol | None = None
 
     def __post_init__(self) -> None:
-        self.result = GatingResult(self.tree, self.source)
+        # a large tube keeps the masks of a few populations unpacked (one byte per event each);
+        # the rest are bit-packed, then recomputed: its masks must not outweigh its events
+        self.result = GatingResult(self.tree, self.source, cache_bytes=max(MASK_CACHE_MIN, 4 * self.sample.n_events))
 
     @property
     def masks(self) -> PopulationMasks:
@@ -188,9 +203,15 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
     mapping.update(channels or {})
     comp = _compensation(sample, protocol, mapping)
     tspec = protocol.section("transforms")
-    source = SampleSource(sample)
+    # A large tube gets the lean source: each column computed when a step needs it (the same
+    # numbers as the whole compensated block gives), in a bounded cache; a smaller one keeps the
+    # block and every column, which costs less CPU (benchmarks/results_memory.md)
+    source = SampleSource(sample, lean=sample.n_events * len(sample.channels) * 8 > LEAN_ABOVE_BYTES)
     dims: dict[str, Dimension] = {}
     described: dict[str, dict[str, Any]] = {}
+    linear_dims = {key: Dimension(ch, None if key in protocol.scatter else comp) for key, ch in mapping.items()
+                   if key not in UNCOMPENSATED_KEYS}
+    negatives = _negative_values(source, list(dict.fromkeys(linear_dims.values())))
     for key, ch in mapping.items():
         idx = sample.channel(ch)
         if key in UNCOMPENSATED_KEYS:
@@ -199,8 +220,8 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
         scatter = key in protocol.scatter  # side scatter: its own transform, never compensated
         spec = tspec["ssc"] if scatter else tspec["fluorescence"]
         compensation = None if scatter else comp
-        linear = source.channel_values(ch, compensation)
-        xf = _make_transform(spec, float(sample.ranges[idx]), linear, f"channel {ch} ({key})")
+        xf = _make_transform(spec, float(sample.ranges[idx]), (negatives[linear_dims[key]], sample.n_events),
+                             f"channel {ch} ({key})")
         if xf is None:
             dims[key] = Dimension(ch, compensation)
             described[key] = {"channel": ch, "kind": "linear"}
@@ -211,6 +232,17 @@ def _build_source(sample: Sample, protocol: Protocol, channels: Mapping[str, str
             described[key] = {"channel": ch, **{k: (round(v, 6) if isinstance(v, float) else v)
                                                  for k, v in xf.describe().items()}}
     return source, mapping, dims, described
+
+
+def _negative_values(source: SampleSource, dimensions: list[Dimension]) -> dict[Dimension, np.ndarray]:
+    """Each dimension's finite negative values, in event order (what logicle W is chosen from),
+    found in one pass over the events: one compensation product per block for all channels."""
+    parts: dict[Dimension, list[np.ndarray]] = {d: [] for d in dimensions}
+    for _start, _stop, block in source.blocks(dimensions):
+        for j, d in enumerate(dimensions):
+            col = block[:, j]
+            parts[d].append(col[np.isfinite(col) & (col < 0)])
+    return {d: np.concatenate(p) if p else np.empty(0) for d, p in parts.items()}
 
 
 def run_protocol_gates(sample: Sample, protocol: Protocol, channels: Mapping[str, str] | None = None) -> GatedSample:
@@ -274,23 +306,20 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     dims = [g.dimensions[k] for k in keys]
     shape = _parent_gate_dimensions(g, spec) if method.shape_dimensions else None
     est = method.build(dims, keys, spec.id, spec.params, shape)
-    columns = [g.source.values(d) for d in dims + list(shape or [])]
+    columns = dims + list(shape or [])
 
     def rows(mask: np.ndarray) -> np.ndarray:
-        """The gate's columns for the events of ``mask``, stacked: one (events x columns) copy
-        per population the fit needs, filled a column at a time (never all events, nor every
-        column twice, at once)."""
-        out = np.empty((int(np.count_nonzero(mask)), len(columns)), dtype=np.result_type(*columns))
-        for j, c in enumerate(columns):
-            out[:, j] = c[mask]
-        return out
+        """The gate's columns for the events of ``mask``, stacked: one (events x columns) float64
+        copy per population the fit needs, computed for those events only
+        (:meth:`SampleSource.rows_table`): never every column of all events."""
+        return g.source.rows_table(columns, mask)
 
     inputs = {name: _FIT_INPUTS[how](g, spec, rows) for name, how in method.fit_inputs.items()}
     est.fit(rows(g.masks[spec.parent]), **inputs)
     g.estimators[spec.id] = est
     if method.marker_test:
         # the marker test on every event, whatever its parent (a marker gate has one or two columns)
-        g.marker_positive[spec.id] = est.predict(np.column_stack(columns))
+        g.marker_positive[spec.id] = _predict_by_rows(est, g.source, columns)
     where = g.locations[spec.parent]
     if where is None:  # the parent population was not found: this one is empty too
         g.locations[spec.id] = None
@@ -306,6 +335,17 @@ def _fit_gate(g: GatedSample, spec: GateSpec, keys: list[str]) -> None:
     for pop in spec.populations:
         g.locations.setdefault(pop, None)  # declared, not found: empty
     g.locations[spec.id] = where + (spec.id,)
+
+
+def _predict_by_rows(est, source: SampleSource, columns: list[Dimension], chunk: int = 1 << 18) -> np.ndarray:
+    """``est.predict`` on every event, a block of rows at a time (a marker test is a per-event
+    comparison): the stacked float64 copy is one block, not events x columns."""
+    n = source.n_events
+    out = np.empty(n, dtype=bool)
+    for start in range(0, n, chunk):
+        block = slice(start, min(start + chunk, n))
+        out[block] = est.predict(source.rows_table(columns, block))
+    return out
 
 
 def _parent_gate_dimensions(g: GatedSample, spec: GateSpec) -> list[Dimension] | None:

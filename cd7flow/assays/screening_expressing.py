@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from gating import expressing as E
-from gating.dimensions import FCS_COMPENSATION, is_uncompensated
+from gating.dimensions import FCS_COMPENSATION, Dimension, is_uncompensated
 
 from ..errors import CD7FlowError, NotEvaluable
 from .protocol_gating import GatedSample
@@ -43,9 +43,10 @@ def _column(g: GatedSample, name: str) -> int | None:
         return None
 
 
-def marker_spill_in(g: GatedSample, marker: str) -> np.ndarray | None:
-    """Per event, the signal (linear channel units) the other fluorochromes spill into the
-    marker's detector (:func:`gating.expressing.spill_in`), or None without a spillover matrix."""
+def marker_spill_in(g: GatedSample, marker: str, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """Per event (of the bool mask ``rows``, default all), the signal (linear channel units) the
+    other fluorochromes spill into the marker's detector (:func:`gating.expressing.spill_in`),
+    or None without a spillover matrix."""
     found = _spillover(g, marker)
     if found is None:
         return None
@@ -56,15 +57,26 @@ def marker_spill_in(g: GatedSample, marker: str) -> np.ndarray | None:
         return None  # the matrix names detectors the file lacks: no spill-in model, scatter matching only
     others = [i for i in range(len(detectors)) if i != j]
     comp = g.dimensions[marker].compensation
-    values = np.column_stack([g.source.channel_values(detectors[i], comp) for i in others])
-    return E.spill_in(values, matrix[others, j])
+    columns = [Dimension(detectors[i], comp) for i in others]
+    events = np.flatnonzero(rows) if rows is not None else np.arange(g.sample.n_events)
+    # a block of events at a time, each detector computed for those events only: events x
+    # detectors in float64 (and the estimator's temporaries) at once would be several event matrices
+    out = np.empty(events.size, dtype=np.float64)
+    for start in range(0, events.size, _SPILL_BLOCK):
+        block = events[start:start + _SPILL_BLOCK]
+        out[start:start + block.size] = E.spill_in(g.source.rows_table(columns, block), matrix[others, j])
+    return out
 
 
-def _scatter_covariate(g: GatedSample) -> np.ndarray | None:
-    """log SSC (linear channel units): side scatter goes with autofluorescence."""
+_SPILL_BLOCK = 1 << 16
+
+
+def _scatter_covariate(g: GatedSample, rows: np.ndarray) -> np.ndarray | None:
+    """log SSC (linear channel units) of the events of ``rows``, in float64: side scatter goes
+    with autofluorescence."""
     if "ssc_a" not in g.dimensions:
         return None
-    return np.log(np.maximum(g.linear("ssc_a"), 1.0))
+    return np.log(np.maximum(np.asarray(g.linear("ssc_a")[rows], dtype=np.float64), 1.0))
 
 
 def expressing_estimate(g: GatedSample, marker: str, blasts: np.ndarray, neg_mask: np.ndarray,
@@ -87,14 +99,15 @@ def expressing_estimate(g: GatedSample, marker: str, blasts: np.ndarray, neg_mas
             raise NotEvaluable(f"negative reference has {n_ref} events (< {min_reference_events}) "
                                f"for the expressing fraction")
         linear = g.linear(marker)
-        s_in = marker_spill_in(g, marker)
-        ssc = _scatter_covariate(g)
+        rows = neg_mask | blasts
+        s_in = marker_spill_in(g, marker, rows)
+        ssc = _scatter_covariate(g, rows)
         ref, weights, source = E.reference_for(
             linear[neg_mask],
-            ref_spill_in=None if s_in is None else s_in[neg_mask],
-            pop_spill_in=None if s_in is None else s_in[blasts],
-            ref_covariates=None if ssc is None else ssc[neg_mask],
-            pop_covariates=None if ssc is None else ssc[blasts])
+            ref_spill_in=None if s_in is None else s_in[neg_mask[rows]],
+            pop_spill_in=None if s_in is None else s_in[blasts[rows]],
+            ref_covariates=None if ssc is None else ssc[neg_mask[rows]],
+            pop_covariates=None if ssc is None else ssc[blasts[rows]])
         described = f"negative reference ({n_ref} events, {source}: SSC-weighted, re-spread to the blasts' spill-in)" \
             if source == "matched+respread" else f"negative reference ({n_ref} events, {source})"
     fit = E.mixture_fraction if method == "mixture" else E.overton_fraction

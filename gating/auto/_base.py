@@ -58,12 +58,20 @@ def finite_rows(X: np.ndarray) -> np.ndarray:
     return np.all(np.isfinite(X), axis=1)
 
 
-def subsample(X: np.ndarray, max_events: int | None, random_state: int | None) -> np.ndarray:
-    """At most ``max_events`` rows, chosen reproducibly (sorted, so event order is kept)."""
-    if max_events is None or X.shape[0] <= max_events:
-        return X
+def subsample(X: np.ndarray, max_events: int | None, random_state: int | None,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """At most ``max_events`` rows, chosen reproducibly (sorted, so event order is kept).
+
+    ``rows`` (bool mask) restricts the choice to those rows: the same rows as
+    ``subsample(X[rows], ...)`` without copying ``X[rows]`` first.
+    """
+    n = X.shape[0] if rows is None else int(np.count_nonzero(rows))
+    if max_events is None or n <= max_events:
+        return X if rows is None else X[rows]
     rng = np.random.default_rng(random_state)
-    idx = np.sort(rng.choice(X.shape[0], size=max_events, replace=False))
+    idx = np.sort(rng.choice(n, size=max_events, replace=False))
+    if rows is not None:
+        idx = np.flatnonzero(rows)[idx]
     return X[idx]
 
 
@@ -196,7 +204,9 @@ class AutoGate(BaseEstimator):
         ``fit_params`` (e.g. a reference population's events) go to ``_fit`` and are not kept.
         """
         X = self._start_fit(X)
-        X = X[finite_rows(X)]
+        finite = finite_rows(X)
+        if not finite.all():  # (a copy only when there is something to drop: X may be most of a file)
+            X = X[finite]
         if X.shape[0] < self._min_events():
             raise GatingError(
                 f"{type(self).__name__} ({self._id()}): needs at least {self._min_events()} "

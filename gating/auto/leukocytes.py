@@ -359,6 +359,12 @@ def _valley_ratio(gmm: GaussianMixture, components, start: np.ndarray, end: np.n
     return float(dens.min() / max(min(dens[0], dens[-1]), np.finfo(float).tiny))
 
 
+def _rows_columns(X: np.ndarray, rows: np.ndarray, cols: list[int]) -> np.ndarray:
+    """``X[rows][:, cols]`` as one C-ordered float64 copy (not a copy of the rows, then another)."""
+    return np.ascontiguousarray(X[np.flatnonzero(rows)[:, None], np.asarray(cols, dtype=np.intp)],
+                                dtype=np.float64)
+
+
 class LineageGate(AutoGate):
     """Lineage refinement of blasts: positive for any (or all) of the given markers.
 
@@ -477,12 +483,12 @@ class LineageGate(AutoGate):
     def _fit(self, X: np.ndarray, reference=None, against=None, mature=None) -> None:
         n = len(self._markers())
         if reference is not None:
-            reference = np.asarray(reference, dtype=np.float64)
+            reference = np.asarray(reference)  # widened to float64 a column at a time
             reference = reference[:, None] if reference.ndim == 1 else reference
         thresholds = []
         for j in range(n):
             if reference is not None:
-                ref = reference[:, j]
+                ref = np.asarray(reference[:, j], dtype=np.float64)
                 ref = ref[np.isfinite(ref)]
                 if ref.size < self.min_fit_events:
                     raise GatingError(f"LineageGate ({self._id()}): reference has only {ref.size} events")
@@ -511,11 +517,11 @@ class LineageGate(AutoGate):
         markers = [j for j in self._mature_markers() if j in self.selected_]
         if mature is None or not markers or not self.shape_dimensions:
             return
-        mature = np.asarray(mature, dtype=np.float64)
+        mature = np.asarray(mature)  # float32 or float64: compared, then widened, exactly
         if mature.ndim != 2 or mature.shape[1] != X.shape[1]:
             raise GatingError(f"LineageGate ({self._id()}): mature events need the {X.shape[1]} columns of X")
         cols = list(range(n, X.shape[1])) + markers
-        model = mature[(mature[:, markers] >= self.thresholds_[markers]).any(axis=1)][:, cols]
+        model = _rows_columns(mature, (mature[:, markers] >= self.thresholds_[markers]).any(axis=1), cols)
         model = np.ascontiguousarray(model[np.all(np.isfinite(model), axis=1)])
         if model.shape[0] < 10 * len(cols):
             return
@@ -529,7 +535,7 @@ class LineageGate(AutoGate):
         # where T-ALL blasts are surface-CD3+ and overlap the T cells on CD45, a fixed 99%
         # ellipsoid of the T cells would take many blasts with it.
         lineage_pos = (X[:, :n] >= self.thresholds_)[:, self.selected_].any(axis=1)
-        cand = np.ascontiguousarray(X[lineage_pos][:, cols])
+        cand = _rows_columns(X, lineage_pos, cols)
         cand = cand[np.all(np.isfinite(cand), axis=1)]
         if cand.shape[0] < 10 * len(cols):
             return
@@ -565,14 +571,15 @@ class LineageGate(AutoGate):
         self.group_fractions_ = [float(np.mean(pos[:, g].any(axis=1))) for g in groups]
         self.selected_ = groups[int(np.argmax(self.group_fractions_))]
         if against is not None:
-            against = np.asarray(against, dtype=np.float64)
+            against = np.asarray(against)  # widened to float64 a column at a time
             against = against.reshape(-1, n) if against.ndim == 1 else against
         if against is not None and against.shape[0] >= self.min_fit_events:
             # A marker of the chosen lineage that most of the ``against`` cells carry (CD33 is
             # dim on granulocytes) still counts, but only above those cells' own percentile:
             # CD33-bright blasts stay, CD33-dim granulocytes go.
             for j in self.selected_:
-                col = against[:, j][np.isfinite(against[:, j])]
+                col = np.asarray(against[:, j], dtype=np.float64)
+                col = col[np.isfinite(col)]
                 if col.size and np.mean(col >= self.thresholds_[j]) > 0.5:
                     self.thresholds_[j] = max(self.thresholds_[j], float(np.percentile(col, self.against_percentile)))
         # A primary (immaturity) marker of the chosen lineage (CD34) that most of the
@@ -597,7 +604,7 @@ class LineageGate(AutoGate):
             return
         cols = list(range(n, X.shape[1])) + list(self.secondary_)
         # C order, as a column stack: the pairwise sums of mean/cov then match to the last bit.
-        model = np.ascontiguousarray(X[pos[:, self.primary_].any(axis=1)][:, cols])
+        model = _rows_columns(X, pos[:, self.primary_].any(axis=1), cols)
         if model.shape[0] < 10 * len(cols):
             return
         cov = np.cov(model.T)

@@ -54,7 +54,8 @@ class MarkerPositive(AutoGate):
         # The per-marker thresholds check their own inputs (and say which is short of events).
         X = self._start_fit(X, min_events=0)
         if use_reference:
-            reference = np.asarray(reference, dtype=np.float64)
+            # widened to float64 a column at a time (by the threshold's fit), not all at once
+            reference = np.asarray(reference)
             reference = reference[:, None] if reference.ndim == 1 else reference
         thresholds, methods = [], []
         for j, d in enumerate(self.dimensions_):

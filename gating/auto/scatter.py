@@ -60,8 +60,8 @@ class CellsGate(AutoGate):
     def _fit(self, X: np.ndarray) -> None:
         # Off-scale events pile up at the channel maximum and would drag a component there.
         top = X.max(axis=0)
-        not_saturated = np.all(X < top, axis=1) if np.mean(np.any(X >= top, axis=1)) > 0.001 else slice(None)
-        X = subsample(X[not_saturated], self.max_fit_events, self.random_state)
+        not_saturated = np.all(X < top, axis=1) if np.mean(np.any(X >= top, axis=1)) > 0.001 else None
+        X = subsample(X, self.max_fit_events, self.random_state, rows=not_saturated)
         fsc = X[:, 0]
         self.debris_threshold_ = self._debris_valley(fsc)
         center = np.median(X, axis=0)
@@ -150,18 +150,22 @@ class SingletGate(AutoGate):
         ok = (a > 0) & (h > 0)
         if ok.sum() < self.min_fit_events:
             raise GatingError(f"SingletGate ({self._id()}): fewer than {self.min_fit_events} events with A, H > 0")
-        ratio = a[ok] / h[ok]
-        med = float(np.median(ratio))
+        if not ok.all():  # (X may be most of a file: no copies of its columns unless needed)
+            a, h = a[ok], h[ok]
+        ratio = a / h
+        # ratio and dev are ours: order statistics may reorder them in place (same values)
+        med = float(np.median(ratio, overwrite_input=True))
         if self.spread == "lower":
-            rsd = med - float(np.percentile(ratio, 15.865525393145708))
+            rsd = med - float(np.percentile(ratio, 15.865525393145708, overwrite_input=True))
         else:
-            rsd = 1.4826 * float(np.median(np.abs(ratio - med)))
+            dev = np.subtract(ratio, med, out=ratio)
+            rsd = 1.4826 * float(np.median(np.abs(dev, out=dev), overwrite_input=True))
         if rsd == 0:
             rsd = 0.01 * med  # all ratios identical (synthetic data): a 1% band
         self.ratio_median_ = med
         self.ratio_low_ = max(med - self.n_mad_low * rsd, 1e-6)
         self.ratio_high_ = med + self.n_mad_high * rsd
-        a_end = float(a[ok].max()) * 1.05
+        a_end = float(a.max()) * 1.05
         # A = ratio * H, so the low-ratio line is the upper edge in (A, H).
         self.vertices_ = np.array([
             [0.0, 0.0],

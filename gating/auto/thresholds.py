@@ -39,7 +39,9 @@ def density_1d(x: np.ndarray, n_bins: int = 512, adjust: float = 1.0, lo: float 
     bandwidths, so a peak piled against the lower edge of the scale still shows as a peak.
     """
     x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
+    finite = np.isfinite(x)
+    if not finite.all():  # (no copy of what may be most of a file unless there is a NaN)
+        x = x[finite]
     if x.size < 2:
         raise GatingError(f"a density needs at least 2 finite values, got {x.size}")
     q1, q3 = np.percentile(x, [25, 75])
