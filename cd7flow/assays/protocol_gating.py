@@ -133,6 +133,10 @@ class GatedSample:
     def __post_init__(self) -> None:
         self.result = GatingResult(self.tree, self.source)
 
+    def invalidate(self) -> None:
+        """Forget the cached masks and counts: call after a gate of ``tree`` was replaced (edited)."""
+        self.result = GatingResult(self.tree, self.source)
+
     @property
     def masks(self) -> PopulationMasks:
         return PopulationMasks(self)
