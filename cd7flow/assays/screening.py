@@ -61,7 +61,7 @@ from .screening_plots import write_plots
 # because callers (cd7flow.cli_screen, the tests) import them from the assay.
 __all__ = [
     "RESULT_KEYS", "result_keys", "FMOTube", "NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width",
-    "write_plots", "screen_file", "screen_sample", "screening_record", "adjusted_gates", "intensity_word", "wilson_interval", "robust_sd",
+    "write_plots", "screen_file", "screen_sample", "screening_record", "adjusted_gates", "reference_masks", "intensity_word", "wilson_interval", "robust_sd",
     "separation_index",
 ]
 
@@ -237,7 +237,8 @@ def screening_record(gated: GatedSample, protocol: Protocol | None = None, fmo: 
 def adjusted_gates(gated: GatedSample) -> list[str]:
     """Paths ("/a/b") of the tree's gates whose geometry differs from what the protocol's
     estimators fitted (a gate the user dragged), in tree order; gates the protocol did not
-    fit (drawn by hand) are not listed."""
+    fit (drawn by hand) are not listed, nor boolean gates (no geometry: the tree rewrites
+    their operands as paths, and an edit reaches them through their operands)."""
     fitted: dict[str, object] = {}
     for gate_id, est in gated.estimators.items():
         tree_gates = getattr(est, "tree_gates", None)
@@ -247,7 +248,7 @@ def adjusted_gates(gated: GatedSample) -> list[str]:
         except (GatingError, ValueError):
             continue
     return [pop.path_str for pop in gated.tree.populations()
-            if pop.gate.id in fitted and not _same_geometry(pop.gate, fitted[pop.gate.id])]
+            if pop.gate.dimensions and pop.gate.id in fitted and not _same_geometry(pop.gate, fitted[pop.gate.id])]
 
 
 def _same_geometry(a: object, b: object) -> bool:
@@ -305,14 +306,7 @@ def _compute(g: GatedSample, protocol: Protocol, fmo: "FMOTube | None", rec: dic
     marker = pos_cfg["marker"]
     marker_linear = g.linear(marker)
     marker_blasts = marker_linear[blasts]
-    neg_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["negative_reference"]]) & ~blasts
-    # A few NK or T cells inside a granulocyte/monocyte gate are enough to move a 99.5th
-    # percentile: events carrying the positive reference's markers (CD3, CD56) are never
-    # negative reference, wherever they sit on CD45/SSC.
-    for p in pos_cfg["positive_reference"]:
-        if p in g.marker_positive:
-            neg_mask &= ~g.marker_positive[p]
-    pos_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["positive_reference"]]) & ~blasts
+    neg_mask, pos_mask = reference_masks(g, pos_cfg, blasts)
     for p in pos_cfg["negative_reference"] + pos_cfg["positive_reference"]:
         if p in g.skipped:
             rec["notes"].append(f"reference {p} unavailable: {g.skipped[p]}")
@@ -387,6 +381,19 @@ def _compute(g: GatedSample, protocol: Protocol, fmo: "FMOTube | None", rec: dic
                           f"so the call could go either way")
     if plots_dir is not None:
         rec["plots"] = write_plots(g, protocol, rec, blasts, neg_mask, pos_mask, plots_dir)
+
+
+def reference_masks(g: GatedSample, pos_cfg: dict[str, Any], blasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(negative, positive) reference events of the protocol's ``[positivity]``, blasts excluded."""
+    neg_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["negative_reference"]]) & ~blasts
+    # A few NK or T cells inside a granulocyte/monocyte gate are enough to move a 99.5th
+    # percentile: events carrying the positive reference's markers (CD3, CD56) are never
+    # negative reference, wherever they sit on CD45/SSC.
+    for p in pos_cfg["positive_reference"]:
+        if p in g.marker_positive:
+            neg_mask &= ~g.marker_positive[p]
+    pos_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["positive_reference"]]) & ~blasts
+    return neg_mask, pos_mask
 
 
 def intensity_word(pos_pct: float, mfi_pos_blasts: float | None, pos_ref_mfi: float | None,

@@ -1,0 +1,95 @@
+"""What the viewer's persistence panel shows for one patient (Qt-free).
+
+:func:`patient_course` runs exactly what ``cd7flow persistence`` runs
+(:func:`cd7flow.assays.persistence.run_persistence` with the ``car`` protocol, limited to the
+patient: each patient's result depends only on its own rows), so every value equals the
+command's ``persistence.json`` for that patient. From a manifest it reads that manifest; from
+files described by keywords it writes a one-patient manifest first, as ``cd7flow batch`` does.
+It reads every car/mrd tube of the patient (and the screening tube, for antigen escape): run
+it off the UI thread.
+
+The result holds the car-tube course (day, CAR+ cells/uL with its 95% interval, CD3+CD7+ and
+CD3+CD7- T cells/uL, flags), the LLOQ in cells/uL (the LLOQ events at the patient's median
+bead ratio, the line the command's PNG draws), the kinetics (Cmax, Tmax, AUC, Tlast,
+persistence, fold expansion), the antigen-escape flag with its evidence, and the rows of
+the kinetics table.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..assays.persistence import lloq_per_ul, run_persistence
+from ..batch_plan import FileMeta, manifest_csv
+from ..errors import CD7FlowError
+from ..protocol import Protocol
+
+
+@dataclass
+class PatientCourse:
+    patient: str
+    course: list[dict[str, Any]]  # car tubes by day (the command's ``courses[patient]``)
+    samples: list[dict[str, Any]]  # car and mrd tube records (``samples.csv`` rows)
+    kinetics: dict[str, Any] | None  # the patient's ``kinetics.csv`` row
+    lloq_per_ul: float | None
+    problems: list[str] = field(default_factory=list)  # rows skipped, with their reason
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def antigen_escape(self) -> bool | None:
+        return None if self.kinetics is None else self.kinetics.get("antigen_escape")
+
+    def table_rows(self) -> list[tuple[str, str]]:
+        """(parameter, value) lines of the kinetics table."""
+        k = self.kinetics
+        if k is None:
+            return [("Kinetics", "no car tube could be analysed")]
+
+        def num(key: str, fmt: str = "{:,.1f}", unit: str = "") -> str:
+            v = k.get(key)
+            return "-" if v is None else fmt.format(v) + unit
+
+        escape = k.get("antigen_escape")
+        negative = [e for e in k.get("escape_evidence") or [] if e.get("cd7_negative")]
+        escape_text = ("not assessable (no screening result)" if escape is None else
+                       "YES: " + "; ".join(f"day {e['day']} {e['tube']}: {e['blast_events']} blasts, "
+                                           f"{e['blast_cd7_pos_pct']:.1f}% CD7+ (upper 95% {e['blast_cd7_pos_high']:.1f}%)"
+                                           for e in negative) if escape else "no")
+        return [
+            ("Cmax", num("cmax_per_ul", unit=" cells/uL")),
+            ("Tmax", num("tmax_day", "day {:g}")),
+            (f"AUC {k.get('auc_window')} d", num("auc", "{:,.0f}", " cells/uL x d") + ("" if k.get("auc_complete") else
+                                                                               " (incomplete window)")),
+            ("Tlast (>= LLOQ)", num("tlast_day", "day {:g}")),
+            ("Persistence", "-" if k.get("persistence") is None else
+             ("yes" if k["persistence"] else "no") + f" (last detectable day {num('persistence_day', '{:g}')})"),
+            ("Last visit", num("last_visit_day", "day {:g}")),
+            ("Fold expansion", num("fold_expansion", "{:,.3g}")),
+            ("Screening % CD7+", num("screening_cd7_pos_pct", "{:.1f}%")),
+            ("Antigen escape", escape_text),
+            ("Response", f"{k.get('response')} ({k.get('response_rule_set')})"),
+            ("CAR threshold", k.get("car_threshold_method") or "-"),
+        ]
+
+
+def patient_course(patient: str, manifest: str | os.PathLike | None = None, files: Sequence[FileMeta] = (),
+                   protocol: Protocol | str = "car", progress: Callable[[str], None] | None = None) -> PatientCourse:
+    """The patient's persistence (see the module doc): from ``manifest`` when given, else from
+    ``files`` (the workspace's descriptions; only the patient's are used)."""
+    if manifest is not None:
+        res = run_persistence(manifest, protocol, progress=progress, patients=[patient])
+    else:
+        mine = [f for f in files if f.patient == patient]
+        if not mine:
+            raise CD7FlowError(f"no file of patient {patient} is open")
+        with tempfile.TemporaryDirectory(prefix="cd7flow-panel-") as tmp:
+            path = Path(tmp, "manifest.csv")
+            path.write_text(manifest_csv(mine), encoding="utf-8")
+            res = run_persistence(path, protocol, progress=progress, patients=[patient])
+    kinetics = next((k for k in res.kinetics if k["patient"] == patient), None)
+    return PatientCourse(patient, res.courses.get(patient, []), [r for r in res.samples if r["patient"] == patient],
+                         kinetics, lloq_per_ul(res), [str(p) for p in res.problems], list(res.notes))
