@@ -1,6 +1,7 @@
 """``cd7flow-gui``: the desktop viewer for FCS files (PySide6 + pyqtgraph).
 
-Usage: ``cd7flow-gui [FILE.fcs ...]``; files given on the command line are opened at start.
+Usage: ``cd7flow-gui [PATH ...]``; FCS files, study folders or manifests (.csv) given on the
+command line are opened at start; without any, the workspace offers the demo study.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ def create_window(paths: Sequence[str] = ()):
     from ._qt.main_window import MainWindow
 
     window = MainWindow()
-    if paths:
-        window.open_paths(list(paths))
+    if paths:  # [panels] files, folders or manifests go through the workspace browser
+        window.workstation.open_paths(list(paths))
     return window
 
 

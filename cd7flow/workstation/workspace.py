@@ -168,17 +168,23 @@ class Workspace:
         return rec
 
 
+def describe(path: str | os.PathLike, keywords: dict[str, str] | None) -> FileMeta:
+    """A file opened on its own, described from its TEXT keywords (None: left undescribed)."""
+    path = Path(path)
+    meta = FileMeta(path=str(path.resolve()), rel=path.name)
+    if keywords is not None:
+        infer_from_keywords(meta, keywords)
+    return meta
+
+
 def _file_meta(path: Path) -> FileMeta:
-    """A file opened on its own: described from its TEXT keywords (unreadable: left undescribed)."""
     from ..io.fcs_read import read_fcs
 
-    meta = FileMeta(path=str(path.resolve()), rel=path.name)
     try:
         keywords = read_fcs(path).metadata
     except (CD7FlowError, OSError):
-        return meta  # QC reports why it cannot be read
-    infer_from_keywords(meta, keywords)
-    return meta
+        keywords = None  # QC reports why it cannot be read
+    return describe(path, keywords)
 
 
 def open_workspace(paths: list[str | os.PathLike]) -> Workspace:

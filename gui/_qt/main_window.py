@@ -188,6 +188,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
+        # [panels] workspace browser + assay panels (issue 11 items 1, 4): docks wired to self.model
+        from .assay_panels import install_workstation
+        self.workstation = install_workstation(self)
 
     # ---- layout helpers ---------------------------------------------------
     def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:
