@@ -80,16 +80,28 @@ def patient_course(patient: str, manifest: str | os.PathLike | None = None, file
                    protocol: Protocol | str = "car", progress: Callable[[str], None] | None = None) -> PatientCourse:
     """The patient's persistence (see the module doc): from ``manifest`` when given, else from
     ``files`` (the workspace's descriptions; only the patient's are used)."""
+    rel_of: dict[str, str] = {}
     if manifest is not None:
         res = run_persistence(manifest, protocol, progress=progress, patients=[patient])
     else:
         mine = [f for f in files if f.patient == patient]
         if not mine:
             raise CD7FlowError(f"no file of patient {patient} is open")
+        rel_of = {f.path: f.rel for f in mine}  # the temporary manifest names files by absolute path
         with tempfile.TemporaryDirectory(prefix="cd7flow-panel-") as tmp:
             path = Path(tmp, "manifest.csv")
             path.write_text(manifest_csv(mine), encoding="utf-8")
             res = run_persistence(path, protocol, progress=progress, patients=[patient])
     kinetics = next((k for k in res.kinetics if k["patient"] == patient), None)
-    return PatientCourse(patient, res.courses.get(patient, []), [r for r in res.samples if r["patient"] == patient],
-                         kinetics, lloq_per_ul(res), [str(p) for p in res.problems], list(res.notes))
+    samples = [_named(r, rel_of) for r in res.samples if r["patient"] == patient]
+    if kinetics is not None:
+        kinetics = {**kinetics, "escape_evidence": [_named(e, rel_of) for e in kinetics.get("escape_evidence") or []]}
+    problems = [str(p).replace(p.file, rel_of.get(p.file, p.file)) for p in res.problems]
+    return PatientCourse(patient, res.courses.get(patient, []), samples, kinetics, lloq_per_ul(res), problems,
+                         list(res.notes))
+
+
+def _named(record: dict[str, Any], rel_of: dict[str, str]) -> dict[str, Any]:
+    """``record`` with its file names as the workspace shows them (relative to the study folder)."""
+    return {k: rel_of.get(v, v) if k in ("file", "car_reference_file") and isinstance(v, str) else v
+            for k, v in record.items()}
