@@ -81,15 +81,27 @@ class Background(QtCore.QObject):
         self._pool.start(run)
         return ticket
 
+    def cancel(self) -> None:
+        """Drop the jobs not started yet and every pending callback (closing, a new workspace)."""
+        self._pool.clear()
+        self._callbacks.clear()
+        self._pool.waitForDone()
+
     def pending(self) -> int:
         return len(self._callbacks)
 
     def wait(self, msecs: int = 120_000) -> bool:
-        """Wait for the worker, then deliver its results (the callbacks run here, on the UI thread)."""
-        ok = self._pool.waitForDone(msecs)
-        QtCore.QCoreApplication.sendPostedEvents()
-        QtCore.QCoreApplication.processEvents()
-        return ok
+        """Wait until every submitted job has run and its callback was called (here, on the UI
+        thread), including jobs the callbacks submit; False on time-out."""
+        deadline = QtCore.QDeadlineTimer(msecs)
+        while self._callbacks:
+            if not self._pool.waitForDone(max(int(deadline.remainingTime()), 0)):
+                return False
+            QtCore.QCoreApplication.sendPostedEvents()
+            QtCore.QCoreApplication.processEvents()
+            if deadline.hasExpired() and self._callbacks:
+                return False
+        return True
 
     def _done(self, ticket: int, result: object) -> None:
         on_done, _ = self._callbacks.pop(ticket, (None, None))
