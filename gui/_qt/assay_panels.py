@@ -89,10 +89,8 @@ class ScreeningPanel(QtWidgets.QWidget):
         lay.addWidget(self.title)
         lay.addWidget(split, 1)
         if model is not None:
-            for name in ("gates", "gates_changed"):
-                signal = getattr(model.events, name, None)
-                if signal is not None:
-                    signal.connect(self._gates_changed)
+            signal = getattr(model.events, "gates_changed", None) or model.events.gates
+            signal.connect(self._gates_changed)
 
     # ---- inputs -------------------------------------------------------------
     def show_sample(self, sample, protocol, fmo=None) -> None:
@@ -135,8 +133,9 @@ class ScreeningPanel(QtWidgets.QWidget):
         return tree if paths and all(p in tree for p in paths) else None
 
     def _adjusted(self) -> list[str]:
+        """Protocol populations the viewer says were adjusted by hand (its edit log)."""
         check = getattr(self.model, "is_manually_adjusted", None)
-        if check is None or self.gated is None:
+        if check is None or self._current_tree() is None:
             return []
         paths = {p for p in self.gated.locations.values() if p}
         return sorted("/" + "/".join(p) for p in paths if check(p))
