@@ -161,3 +161,49 @@ def test_command_line_folder_opens_its_manifest(qtbot, sample_fcs_dir):
     assert ws.screening.wait() and ws.screening.data.record["file"] == "P01_screening_BM.fcs"
     for background in (ws.browser.background, ws.persistence.background):
         background.cancel()
+
+
+def test_dragging_the_blast_gate_in_the_viewer_updates_the_screening_panel(window):
+    """The protocol's gates go into the viewer (as Auto-gate does); an edit there moves the panel's
+    numbers to screening_record on the edited tree, flagged as manually adjusted; undo restores them."""
+    from cd7flow.assays.protocol_gating import run_protocol_gates
+    from cd7flow.assays.screening import screening_record
+    from cd7flow.io.fcs_read import read_fcs
+    from cd7flow.protocol import load_protocol
+    from gating.gates import PolygonGate
+
+    ws, model = window.workstation, window.model
+    ws.open_paths([str(SAMPLE_FCS / "P02_screening_BM.fcs")])
+    assert ws.screening.wait()
+    before = ws.screening.data.record
+    gated = ws.screening.gated
+    model.set_tree(gated.tree, automated=True, source="screening 1.5.0", transforms=gated.source.transforms)
+    assert ws.screening.wait()
+    assert ws.screening.data.record["blasts"] == before["blasts"] and not ws.screening.data.record["manually_adjusted"]
+
+    blast_path = gated.locations["blasts"]
+    old = model.gate_at(blast_path)
+    centre = old.vertices.mean(axis=0)
+    model.edit_gate(blast_path, vertices=centre + 0.6 * (old.vertices - centre))
+    assert model.is_manually_adjusted(blast_path)
+    assert ws.screening.wait()
+    rec = ws.screening.data.record
+
+    protocol = load_protocol("screening")
+    fresh = run_protocol_gates(read_fcs(SAMPLE_FCS / "P02_screening_BM.fcs"), protocol)
+    fresh.tree.find(blast_path).gate = PolygonGate(old.id, old.dimensions, centre + 0.6 * (old.vertices - centre))
+    fresh.invalidate()
+    independent = screening_record(fresh, protocol)
+    assert rec["blasts"] == independent["blasts"] < before["blasts"]
+    for key in RESULT_KEYS:
+        assert rec[key] == independent[key], key
+    assert rec["manually_adjusted"] is True and rec["adjusted_gates"] == ["/" + "/".join(blast_path)]
+    assert "manually adjusted" in ws.screening.title.text()
+    curves = ws.screening.plot.getPlotItem().listDataItems()
+    assert curves[0].name() == f"blasts (n={rec['blasts']})"
+
+    model.undo()
+    assert ws.screening.wait()
+    again = ws.screening.data.record
+    assert again["blasts"] == before["blasts"] and again["cd7_pos_pct"] == before["cd7_pos_pct"]
+    assert again["manually_adjusted"] is False
