@@ -20,22 +20,16 @@ from cd7flow.assays.screening import RESULT_KEYS, screen_file  # noqa: E402
 from cd7flow.cli import app  # noqa: E402
 
 from conftest import SAMPLE_FCS  # noqa: E402
+from test_gui import window as gui_window  # noqa: E402,F401 - the same window fixture as the viewer's tests
 
 
 @pytest.fixture
-def window(qtbot, monkeypatch):
-    from gui.app import create_window
-
-    shown: list[tuple[str, str]] = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
-                        staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
-    w = create_window()
-    w.errors_shown = shown
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    for background in (w.workstation.browser.background, w.workstation.screening.background,
-                       w.workstation.persistence.background):
+def window(gui_window):
+    """The viewer's window (test_gui's fixture: message boxes recorded, not shown); the
+    workstation's queued QC and panel jobs are dropped at the end (the next test opens anew)."""
+    yield gui_window
+    for background in (gui_window.workstation.browser.background, gui_window.workstation.screening.background,
+                       gui_window.workstation.persistence.background):
         background.cancel()
 
 

@@ -56,6 +56,25 @@ def _key_value_table() -> QtWidgets.QTableWidget:
     return table
 
 
+def _panel_widgets(panel: QtWidgets.QWidget, title: str, plot_first: bool):
+    """(title label, key/value table, plot) of an assay panel, laid out: title over a splitter."""
+    label = QtWidgets.QLabel(title)
+    label.setWordWrap(True)
+    table = _key_value_table()
+    plot = pg.PlotWidget()
+    plot.setBackground("w")
+    plot.setMinimumHeight(180)
+    panel.setMinimumWidth(380)
+    split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+    for widget in ((plot, table) if plot_first else (table, plot)):
+        split.addWidget(widget)
+    lay = QtWidgets.QVBoxLayout(panel)
+    lay.setContentsMargins(4, 4, 4, 4)
+    lay.addWidget(label)
+    lay.addWidget(split, 1)
+    return label, table, plot
+
+
 class ScreeningPanel(QtWidgets.QWidget):
     """Blasts, % CD7+ (95% CI, method), references, verdict, rule, borderline; CD7 histogram."""
 
@@ -71,23 +90,10 @@ class ScreeningPanel(QtWidgets.QWidget):
         self.fmo = None
         self.data: ScreeningPanelData | None = None
         self._generation = 0
-        self.title = QtWidgets.QLabel("Screening: no screening tube shown")
-        self.title.setWordWrap(True)
-        self.table = _key_value_table()
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
+        self.title, self.table, self.plot = _panel_widgets(self, "Screening: no screening tube shown", plot_first=False)
         self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt", labelTextColor="k")
         self.plot.setLabel("left", "density")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)  # logicle 0-1: no "x0.001" scaling
-        self.plot.setMinimumHeight(180)
-        self.setMinimumWidth(380)
-        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.plot)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.title)
-        lay.addWidget(split, 1)
         if model is not None:
             signal = getattr(model.events, "gates_changed", None) or model.events.gates
             signal.connect(self._gates_changed)
@@ -217,24 +223,12 @@ class PersistencePanel(QtWidgets.QWidget):
         self.background = Background(self)
         self.course: PatientCourse | None = None
         self._generation = 0
-        self.title = QtWidgets.QLabel("Persistence: choose a patient in the sample browser")
-        self.title.setWordWrap(True)
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
+        self.title, self.table, self.plot = _panel_widgets(self, "Persistence: choose a patient in the sample browser",
+                                                           plot_first=True)
         self.plot.setLogMode(x=False, y=True)
         self.plot.setLabel("bottom", "days from infusion")
         self.plot.setLabel("left", "cells / uL blood")
         self.plot.addLegend(offset=(-5, -5), labelTextSize="8pt", labelTextColor="k")
-        self.plot.setMinimumHeight(200)
-        self.setMinimumWidth(380)
-        self.table = _key_value_table()
-        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        split.addWidget(self.plot)
-        split.addWidget(self.table)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(self.title)
-        lay.addWidget(split, 1)
 
     def show_patient(self, patient: str, manifest=None, files=(), protocol="car") -> None:
         """Compute the patient's course on the worker thread (every car/mrd tube is read)."""
