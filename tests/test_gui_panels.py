@@ -201,3 +201,29 @@ def test_dragging_the_blast_gate_in_the_viewer_updates_the_screening_panel(windo
     again = ws.screening.data.record
     assert again["blasts"] == before["blasts"] and again["cd7_pos_pct"] == before["cd7_pos_pct"]
     assert again["manually_adjusted"] is False
+
+
+def test_edits_during_a_recomputation_fold_into_one_more_run(window):
+    """Dragging emits many changes: while one recomputation runs the others become one more run,
+    and what is shown at the end is the last state of the gates."""
+    ws, model = window.workstation, window.model
+    ws.open_paths([str(SAMPLE_FCS / "P05_screening_BM.fcs")])
+    assert ws.screening.wait()
+    gated = ws.screening.gated
+    model.set_tree(gated.tree, automated=True, source="screening", transforms=gated.source.transforms)
+    assert ws.screening.wait()
+    blast_path = gated.locations["blasts"]
+    old = model.gate_at(blast_path)
+    centre = old.vertices.mean(axis=0)
+    runs = []
+    ws.screening.sigComputed.connect(lambda data: runs.append(data.record["blasts"]))
+    for factor in (0.95, 0.9, 0.85, 0.8, 0.75, 0.7):  # six drag steps without waiting
+        model.edit_gate(blast_path, vertices=centre + factor * (old.vertices - centre))
+    assert ws.screening.wait()
+    assert 1 <= len(runs) <= 3
+    from cd7flow.assays.screening import screening_record
+    from cd7flow.workstation.screening_panel import with_tree
+
+    fresh = with_tree(gated, model.tree())
+    assert runs[-1] == screening_record(fresh, gated.protocol)["blasts"] == ws.screening.data.record["blasts"]
+    assert ws.screening.data.record["manually_adjusted"]

@@ -89,7 +89,8 @@ class ScreeningPanel(QtWidgets.QWidget):
         self.protocol = None
         self.fmo = None
         self.data: ScreeningPanelData | None = None
-        self._generation = 0
+        self._generation = 0  # bumped when the tube changes: results of an older tube are dropped
+        self._running = self._again = False
         self.title, self.table, self.plot = _panel_widgets(self, "Screening: no screening tube shown", plot_first=False)
         self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt", labelTextColor="k")
         self.plot.setLabel("left", "density")
@@ -147,16 +148,33 @@ class ScreeningPanel(QtWidgets.QWidget):
         return sorted("/" + "/".join(p) for p in paths if check(p))
 
     def recompute(self) -> None:
-        """Recompute the record from the current gates (worker thread)."""
+        """Recompute the record from the current gates (worker thread).
+
+        While a recomputation runs, further requests (a gate being dragged) are folded into
+        one more run with the gates as they are when it starts: the numbers follow the drag
+        at the speed they can be computed, and the last state is always computed.
+        """
         if self.gated is None:
             return
-        self._generation += 1
+        if self._running:
+            self._again = True
+            return
+        self._running, self._again = True, False
         gen = self._generation
         tree = self._current_tree()
         gated = with_tree(self.gated, tree) if tree is not None else self.gated
         protocol, fmo, adjusted = self.protocol, self.fmo, self._adjusted()
         self.background.submit(lambda: screening_panel(gated, protocol, fmo, adjusted),
-                               lambda data: self._show(gen, data), lambda msg: self._failed(gen, msg))
+                               lambda data: self._recomputed(gen, data), lambda msg: self._recomputed(gen, None, msg))
+
+    def _recomputed(self, gen: int, data: ScreeningPanelData | None, error: str = "") -> None:
+        self._running = False
+        if data is not None:
+            self._show(gen, data)
+        else:
+            self._failed(gen, error)
+        if self._again:  # gates moved (or another tube came) meanwhile: compute what is there now
+            self.recompute()
 
     def _gates_changed(self, *_):
         if self.gated is not None:
