@@ -199,3 +199,15 @@ def test_persistence_panel_from_workspace_files_without_the_manifest(p01_cli):
     assert _json(course.kinetics) == p01_cli["kinetics"][0]
     assert _json(course.course) == p01_cli["courses"]["P01"]
     assert _json(course.samples) == p01_cli["samples"]
+
+
+def test_visit_rows_list_every_tube_by_day(p01_cli):
+    course = patient_course("P01", manifest=SAMPLE_FCS / "manifest.csv")
+    rows = course.visit_rows()
+    assert [(r[0], r[1]) for r in rows] == [(str(s["day"]), s["tube"]) for s in
+                                          sorted(p01_cli["samples"], key=lambda s: (s["day"], s["tube"]))]
+    d14 = next(r for r in rows if r[:2] == ("14", "car"))
+    s14 = next(s for s in p01_cli["samples"] if s["day"] == 14 and s["tube"] == "car")
+    assert d14[2] == f"{s14['car_per_ul']:,.1f} ({s14['car_per_ul_low']:,.1f}-{s14['car_per_ul_high']:,.1f})"
+    mrd = next(r for r in rows if r[1] == "mrd")
+    assert mrd[6] == next(s for s in p01_cli["samples"] if s["tube"] == "mrd")["mrd_status"] == "indeterminate"

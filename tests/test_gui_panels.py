@@ -142,6 +142,11 @@ def test_persistence_panel_draws_the_patients_course(window):
     assert table == dict(ref.table_rows())
     lines = [i for i in ws.persistence.plot.getPlotItem().items if type(i).__name__ == "InfiniteLine"]
     assert any(line.angle == 0 and np.isclose(line.value(), np.log10(ref.lloq_per_ul)) for line in lines)
+    assert sorted(line.value() for line in lines if line.angle == 90) == [90, 180]  # escape: CD7- blasts
+    assert ws.persistence.visits.rowCount() == len(ref.samples) == 11
+    shown = ws.persistence.course
+    ws.show_patient("P01")  # shown again from the cache: no tube is read twice
+    assert ws.persistence.background.pending() == 0 and ws.persistence.course is shown
 
 
 def test_command_line_folder_opens_its_manifest(qtbot, sample_fcs_dir):

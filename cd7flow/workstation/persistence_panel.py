@@ -29,6 +29,10 @@ from ..errors import CD7FlowError
 from ..protocol import Protocol
 
 
+VISIT_COLUMNS = ("day", "tube", "CAR+ /uL (95% CI)", "CD3+CD7+ /uL", "CD3+CD7- /uL", "blasts (% CD7+)", "MRD",
+                 "flags")
+
+
 @dataclass
 class PatientCourse:
     patient: str
@@ -42,6 +46,25 @@ class PatientCourse:
     @property
     def antigen_escape(self) -> bool | None:
         return None if self.kinetics is None else self.kinetics.get("antigen_escape")
+
+    def visit_rows(self) -> list[tuple[str, ...]]:
+        """One line per car / mrd tube, by day (columns :data:`VISIT_COLUMNS`)."""
+
+        def per_ul(r: dict, key: str) -> str:
+            v = r.get(f"{key}_per_ul")
+            return "-" if v is None else f"{v:,.1f}"
+
+        out = []
+        for r in sorted(self.samples, key=lambda r: (r["day"], r["tube"])):
+            car = per_ul(r, "car")
+            if r.get("car_per_ul") is not None:
+                car += f" ({r['car_per_ul_low']:,.1f}-{r['car_per_ul_high']:,.1f})"
+            blasts = f"{r.get('blast_events') or 0:,}"
+            if r.get("blast_cd7_pos_pct") is not None:
+                blasts += f" ({r['blast_cd7_pos_pct']:.1f}% CD7+)"
+            out.append((str(r["day"]), r["tube"], car, per_ul(r, "cd3_cd7pos"), per_ul(r, "cd3_cd7neg"), blasts,
+                        r.get("mrd_status") or "", r.get("flags") or ""))
+        return out
 
     def table_rows(self) -> list[tuple[str, str]]:
         """(parameter, value) lines of the kinetics table."""

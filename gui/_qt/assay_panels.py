@@ -24,7 +24,7 @@ from cd7flow.errors import CD7FlowError
 from cd7flow.assays.screening import FMOTube
 from cd7flow.io.fcs_read import read_fcs
 from cd7flow.protocol import load_protocol
-from cd7flow.workstation.persistence_panel import PatientCourse, patient_course
+from cd7flow.workstation.persistence_panel import VISIT_COLUMNS, PatientCourse, patient_course
 from cd7flow.workstation.workspace import Workspace, describe
 from cd7flow.workstation.screening_panel import ScreeningPanelData, panel_from_sample, screening_panel, with_tree
 
@@ -56,8 +56,9 @@ def _key_value_table() -> QtWidgets.QTableWidget:
     return table
 
 
-def _panel_widgets(panel: QtWidgets.QWidget, title: str, plot_first: bool):
-    """(title label, key/value table, plot) of an assay panel, laid out: title over a splitter."""
+def _panel_widgets(panel: QtWidgets.QWidget, title: str, plot_first: bool, more: dict | None = None):
+    """(title label, key/value table, plot) of an assay panel, laid out: title over a splitter.
+    ``more``: {tab name: widget} shown as tabs beside the table."""
     label = QtWidgets.QLabel(title)
     label.setWordWrap(True)
     table = _key_value_table()
@@ -65,8 +66,14 @@ def _panel_widgets(panel: QtWidgets.QWidget, title: str, plot_first: bool):
     plot.setBackground("w")
     plot.setMinimumHeight(180)
     panel.setMinimumWidth(380)
+    tables: QtWidgets.QWidget = table
+    if more:
+        tables = QtWidgets.QTabWidget()
+        tables.addTab(table, "Summary")
+        for name, widget in more.items():
+            tables.addTab(widget, name)
     split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-    for widget in ((plot, table) if plot_first else (table, plot)):
+    for widget in ((plot, tables) if plot_first else (tables, plot)):
         split.addWidget(widget)
     lay = QtWidgets.QVBoxLayout(panel)
     lay.setContentsMargins(4, 4, 4, 4)
@@ -241,21 +248,37 @@ class PersistencePanel(QtWidgets.QWidget):
         self.background = Background(self)
         self.course: PatientCourse | None = None
         self._generation = 0
-        self.title, self.table, self.plot = _panel_widgets(self, "Persistence: choose a patient in the sample browser",
-                                                           plot_first=True)
+        self.visits = QtWidgets.QTableWidget(0, len(VISIT_COLUMNS))
+        self.visits.setHorizontalHeaderLabels(list(VISIT_COLUMNS))
+        self.visits.verticalHeader().setVisible(False)
+        self.visits.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.title, self.table, self.plot = _panel_widgets(
+            self, "Persistence: double-click a patient in the workspace", plot_first=True, more={"Visits": self.visits})
+        self._cache: dict[tuple, PatientCourse] = {}
         self.plot.setLogMode(x=False, y=True)
         self.plot.setLabel("bottom", "days from infusion")
         self.plot.setLabel("left", "cells / uL blood")
         self.plot.addLegend(offset=(-5, -5), labelTextSize="8pt", labelTextColor="k")
 
     def show_patient(self, patient: str, manifest=None, files=(), protocol="car") -> None:
-        """Compute the patient's course on the worker thread (every car/mrd tube is read)."""
+        """Compute the patient's course on the worker thread (every car/mrd tube is read), once
+        per patient, manifest and set of files."""
         self._generation += 1
         gen = self._generation
+        files = list(files)
+        key = (patient, str(manifest), protocol, tuple(sorted(f.path for f in files if f.patient == patient)))
+        if key in self._cache:
+            self._show(gen, self._cache[key])
+            return
         self.title.setText(f"Persistence {patient}: analysing the patient's tubes...")
         self.title.setStyleSheet("")
-        self.background.submit(lambda: patient_course(patient, manifest, list(files), protocol),
-                               lambda c: self._show(gen, c), lambda msg: self._failed(gen, patient, msg))
+
+        def done(course: PatientCourse) -> None:
+            self._cache[key] = course
+            self._show(gen, course)
+
+        self.background.submit(lambda: patient_course(patient, manifest, files, protocol), done,
+                               lambda msg: self._failed(gen, patient, msg))
 
     def wait(self, msecs: int = 300_000) -> bool:
         return self.background.wait(msecs)
@@ -278,6 +301,12 @@ class PersistencePanel(QtWidgets.QWidget):
         self.title.setToolTip("\n".join(course.problems + course.notes))
         self.title.setStyleSheet("font-weight: bold; color: #b22222" if course.antigen_escape else "font-weight: bold")
         _fill_table(self.table, course.table_rows())
+        rows = course.visit_rows()
+        self.visits.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                self.visits.setItem(i, j, QtWidgets.QTableWidgetItem(text))
+        self.visits.resizeColumnsToContents()
         self._draw(course)
         self.sigComputed.emit(course)
 

@@ -232,8 +232,10 @@ class SampleBrowser(QtWidgets.QWidget):
             top.setData(0, KIND_ROLE, "patient")
             top.setData(0, PATH_ROLE, patient)
             n = sum(len(f) for f in tubes.values())
+            with_course = patient in self.workspace.patients_with_course()
             top.setToolTip(0, f"{patient}: {n} file(s)" + ("; patient not found in the manifest or keywords"
-                                                          if patient == UNKNOWN else ""))
+                                                          if patient == UNKNOWN else "") +
+                           ("\ndouble-click: the patient's CAR-T course (persistence panel)" if with_course else ""))
             self.tree.addTopLevelItem(top)
             for tube, files in tubes.items():
                 node = QtWidgets.QTreeWidgetItem([f"{tube} ({len(files)})", "", ""])
