@@ -262,8 +262,12 @@ def _same_geometry(a: object, b: object) -> bool:
         if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
             if not np.array_equal(np.asarray(va), np.asarray(vb)):
                 return False
-        elif va is not vb and va != vb:
-            return False
+        elif va is not vb:
+            try:
+                if va != vb:
+                    return False
+            except ValueError:  # a container of arrays: not one the fit shares, so rebuilt
+                return False
     return True
 
 
