@@ -1,7 +1,6 @@
 """``cd7flow-gui``: the desktop viewer for FCS files (PySide6 + pyqtgraph).
 
-Usage: ``cd7flow-gui [PATH ...]``; FCS files, study folders or manifests (.csv) given on the
-command line are opened at start; without any, the workspace offers the demo study.
+Usage: ``cd7flow-gui [FILE.fcs ...]``; files given on the command line are opened at start.
 """
 from __future__ import annotations
 

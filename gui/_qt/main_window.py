@@ -261,15 +261,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plots.preview.sigStatistics.connect(self.stats.show_rows)
         self.plots.sigStatus.connect(self._plot_note)
         self._build_menus()
+        # [panels] workspace browser + assay panels (issue 11 items 1, 4): docks wired to self.model
+        from .assay_panels import install_workstation
+        self.workstation = install_workstation(self)
         self.model.events.sample_changed.connect(self._update_actions)
         self.model.events.gates_changed.connect(self._update_actions)
         self.model.events.history.connect(self._update_actions)
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
-        # [panels] workspace browser + assay panels (issue 11 items 1, 4): docks wired to self.model
-        from .assay_panels import install_workstation
-        self.workstation = install_workstation(self)
 
     # ---- layout helpers ---------------------------------------------------
     def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:
