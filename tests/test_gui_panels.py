@@ -232,3 +232,22 @@ def test_edits_during_a_recomputation_fold_into_one_more_run(window):
     fresh = with_tree(gated, model.tree())
     assert runs[-1] == screening_record(fresh, gated.protocol)["blasts"] == ws.screening.data.record["blasts"]
     assert ws.screening.data.record["manually_adjusted"]
+
+
+def test_a_file_opened_in_the_viewer_joins_the_workspace(window):
+    """File > Open (or a file on the command line) reads the file once; the browser files it under
+    the patient and tube its keywords name, with its QC, and the screening panel follows."""
+    ws = window.workstation
+    assert ws.open_paths([str(SAMPLE_FCS / "P04_screening_BM.fcs"), str(SAMPLE_FCS / "P03_CAR_PB_D010.fcs")]) == 2
+    meta = ws.browser.workspace.meta(SAMPLE_FCS / "P04_screening_BM.fcs")
+    assert (meta.patient, meta.tube, meta.source) == ("P04", "screening", "keywords")
+    items = _tree_items(ws.browser.tree)
+    assert [i.text(0) for i in items[("P03", "car")]] == ["P03_CAR_PB_D010.fcs"]
+    assert [i.text(1) for i in items[("P03", "car")]] == ["10"]  # study day from TUBE NAME
+    ws.show_file(str(SAMPLE_FCS / "P04_screening_BM.fcs"))
+    assert ws.screening.wait() and ws.browser.background.wait()
+    cli = screen_file(SAMPLE_FCS / "P04_screening_BM.fcs")
+    assert ws.screening.data.record["cd7_pos_pct"] == cli["cd7_pos_pct"]
+    assert ws.screening.data.record["verdict"] == cli["verdict"]
+    assert [ws.browser.qc_status(f.path) for f in ws.browser.workspace.files] == ["PASS", "PASS"]
+    assert len(window.model.samples) == 2  # nothing read twice into the viewer

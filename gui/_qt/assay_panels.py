@@ -396,22 +396,25 @@ class Workstation(QtCore.QObject):
 
     # ---- opening ------------------------------------------------------------
     def open_paths(self, paths) -> int:
-        """FCS files, folders or manifests: all go into the browser; FCS files given one by one
-        are opened in the viewer too, and for a folder or manifest the first file is shown."""
+        """Folders and manifests go into the browser (their first file is shown); FCS files are
+        opened in the viewer and join the browser from their keywords. Returns how many files
+        the workspace gained (errors are shown, naming the path)."""
         paths = [str(p) for p in paths]
-        try:
-            self.browser.open_paths(paths)
-        except CD7FlowError as exc:
-            self.window.show_error(str(exc), "Cannot open")
-            return 0
-        files = [p for p in paths if Path(p).is_file() and Path(p).suffix.lower() != ".csv"]
-        if files:
-            return self.window.open_paths(files)
-        first = self.browser.first_file()
-        if first is not None:
+        studies = [p for p in paths if Path(p).is_dir() or Path(p).suffix.lower() == ".csv"]
+        files = [p for p in paths if p not in studies]
+        before = len(self.browser.workspace.files)
+        if studies:
+            try:
+                self.browser.open_paths(studies)
+            except CD7FlowError as exc:
+                self.window.show_error(str(exc), "Cannot open")
+        if files:  # read once, by the viewer (_samples_changed describes them from their keywords)
+            self.window.open_paths(files)
+        elif studies and self.browser.first_file() is not None:
+            first = self.browser.first_file()
             self.browser.select_file(first)
             self.show_file(first)
-        return len(self.browser.workspace.files)
+        return len(self.browser.workspace.files) - before
 
     def show_file(self, path: str) -> None:
         """Make ``path`` the viewer's current sample (reading it the first time)."""
