@@ -106,7 +106,10 @@ def test_screening_panel_follows_the_current_tube(window, qtbot):
     assert len(curves) == 3 and curves[0].name() == f"blasts (n={cli['blasts']})"
 
     # switching the protocol of the shown tube recomputes with it
+    ws.browser.select_file(str((SAMPLE_FCS / "P02_CAR_PB_D007.fcs").resolve()))
+    assert ws.browser.protocol.currentData() == "car"  # the protocol shown follows the tube
     ws.browser.select_file(str((SAMPLE_FCS / "P02_screening_BM.fcs").resolve()))
+    assert ws.browser.protocol.currentData() == "screening"
     i = ws.browser.protocol.findData("screening_tall")
     ws.browser.protocol.setCurrentIndex(i)
     ws.browser.protocol.activated.emit(i)

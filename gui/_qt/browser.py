@@ -120,9 +120,9 @@ class WelcomePage(QtWidgets.QWidget):
     def __init__(self, browser: "SampleBrowser"):
         super().__init__(browser)
         lay = QtWidgets.QVBoxLayout(self)
-        text = QtWidgets.QLabel("<b>No study open.</b><br>Open FCS files, a study folder (searched "
-                                "recursively) or a manifest (CSV: file, patient, tube, dates).")
-        text.setWordWrap(True)
+        text = QtWidgets.QLabel("<b>No study open.</b>")
+        text.setToolTip("Open FCS files (File > Open, or drop them), a study folder (searched recursively) "
+                        "or a manifest (CSV: file, patient, tube, collection_date, ...)")
         lay.addWidget(text)
         self.demo = QtWidgets.QPushButton("Open the demo study")
         manifest = demo_manifest()
@@ -168,6 +168,7 @@ class SampleBrowser(QtWidgets.QWidget):
         for c in self._choices:
             self.protocol.addItem(f"{c.name} v{c.version} ({c.assay})", c.name)
         self.protocol.setEnabled(False)
+        self.protocol.setCurrentIndex(-1)  # no file chosen yet: no protocol shown
         self.protocol.activated.connect(self._protocol_picked)
         self.stack = QtWidgets.QStackedWidget()
         self.stack.addWidget(self.welcome)
@@ -301,10 +302,7 @@ class SampleBrowser(QtWidgets.QWidget):
         path = item.data(0, PATH_ROLE) if item is not None and item.data(0, KIND_ROLE) == "file" else None
         self._current_path = path
         self.protocol.setEnabled(path is not None)
-        if path is not None:
-            i = self.protocol.findData(self.workspace.protocol_for(path))
-            if i >= 0:
-                self.protocol.setCurrentIndex(i)
+        self.protocol.setCurrentIndex(-1 if path is None else self.protocol.findData(self.workspace.protocol_for(path)))
 
     def _protocol_picked(self, index: int) -> None:
         if self._current_path is None:
