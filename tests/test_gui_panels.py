@@ -77,6 +77,9 @@ def test_welcome_page_opens_the_demo_study_with_qc_icons(window, cli_qc):
             assert _icon_colour(item) == QtGui.QColor(STATUS_COLOURS[cli_qc[name]]).name(), name
     clogged = items[("P02", "mrd")][0]
     assert clogged.text(2) == "FAIL" and "time_anomalies" in clogged.toolTip(2)
+    # a patient and a tube show the worst status below them
+    assert clogged.parent().text(2) == "FAIL" and clogged.parent().parent().text(2) == "FAIL"
+    assert items[("P01", "car")][0].parent().parent().text(2) == "PASS"
     assert window.errors_shown == []
 
 

@@ -38,6 +38,21 @@ def status_icon(status: str | None) -> QtGui.QIcon:
     return QtGui.QIcon(pix)
 
 
+QC_RANK = ("ERROR", "FAIL", "WARN", "PASS")
+
+
+def _worst(statuses: list[str]) -> str | None:
+    known = [s for s in statuses if s in QC_RANK]
+    return min(known, key=QC_RANK.index) if known else None
+
+
+def _file_statuses(item: QtWidgets.QTreeWidgetItem) -> list[str]:
+    """The QC statuses shown on the file rows below ``item``."""
+    if item.data(0, KIND_ROLE) == "file":
+        return [item.text(2)]
+    return [s for i in range(item.childCount()) for s in _file_statuses(item.child(i))]
+
+
 class _Relay(QtCore.QObject):
     done = QtCore.Signal(int, object)
     failed = QtCore.Signal(int, str)
@@ -268,6 +283,12 @@ class SampleBrowser(QtWidgets.QWidget):
         item.setIcon(2, status_icon(status))
         item.setText(2, status or "...")
         item.setToolTip(2, "QC pending" if rec is None else qc_status_text(rec))
+        group = item.parent()
+        while group is not None:  # a tube and a patient show the worst status found below them
+            worst = _worst(_file_statuses(group))
+            group.setIcon(2, status_icon(worst))
+            group.setText(2, worst or "")
+            group = group.parent()
 
     def qc_status(self, path: str) -> str | None:
         """The status shown for a file (None while pending)."""
