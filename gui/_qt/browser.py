@@ -190,6 +190,20 @@ class SampleBrowser(QtWidgets.QWidget):
         self.stack.addWidget(self.tree)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        tools = QtWidgets.QHBoxLayout()
+        self.tool_buttons: dict[str, QtWidgets.QToolButton] = {}
+        for key, text, tip, slot in (("folder", "Folder...", "Add a study folder (searched recursively)", self.open_folder_dialog),
+                                     ("manifest", "Manifest...", "Add the files of a study manifest (CSV)", self.open_manifest_dialog),
+                                     ("demo", "Demo", "Add the bundled demo study", self.open_demo)):
+            b = QtWidgets.QToolButton()
+            b.setText(text)
+            b.setToolTip(tip)
+            b.clicked.connect(slot)
+            tools.addWidget(b)
+            self.tool_buttons[key] = b
+        tools.addStretch(1)
+        self.tool_buttons["demo"].setEnabled(demo_manifest() is not None)
+        lay.addLayout(tools)
         lay.addWidget(self.stack, 1)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("Protocol"))
