@@ -211,3 +211,18 @@ def test_visit_rows_list_every_tube_by_day(p01_cli):
     assert d14[2] == f"{s14['car_per_ul']:,.1f} ({s14['car_per_ul_low']:,.1f}-{s14['car_per_ul_high']:,.1f})"
     mrd = next(r for r in rows if r[1] == "mrd")
     assert mrd[6] == next(s for s in p01_cli["samples"] if s["tube"] == "mrd")["mrd_status"] == "indeterminate"
+
+
+def test_persistence_without_a_manifest_names_what_is_missing(tmp_path):
+    """Keywords give patient, tube and day but no bead or blood counts: every car tube is reported
+    by file name with the reason, the marrow tube is still analysed."""
+    for f in SAMPLE_FCS.glob("P02_*"):
+        (tmp_path / f.name).symlink_to(f)
+    ws = open_workspace([tmp_path])
+    assert ws.manifest is None and ws.patients_with_course() == ["P02"]
+    course = patient_course("P02", files=ws.files)
+    assert len(course.problems) == 10
+    assert course.problems[0].startswith("P02_CAR_PB_D000.fcs: car tube without beads")
+    assert course.kinetics["cmax_per_ul"] is None and course.course == []
+    assert [r[:2] for r in course.visit_rows()] == [("28", "mrd")]
+    assert course.visit_rows()[0][6] == "positive"  # P02's marrow: 491 blasts

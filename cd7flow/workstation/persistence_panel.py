@@ -119,7 +119,8 @@ def patient_course(patient: str, manifest: str | os.PathLike | None = None, file
     samples = [_named(r, rel_of) for r in res.samples if r["patient"] == patient]
     if kinetics is not None:
         kinetics = {**kinetics, "escape_evidence": [_named(e, rel_of) for e in kinetics.get("escape_evidence") or []]}
-    problems = [str(p).replace(p.file, rel_of.get(p.file, p.file)) for p in res.problems]
+    # rows of a temporary manifest mean nothing to the user: name the file alone
+    problems = [f"{rel_of.get(p.file, p.file)}: {p.reason}" if rel_of else str(p) for p in res.problems]
     return PatientCourse(patient, res.courses.get(patient, []), samples, kinetics, lloq_per_ul(res), problems,
                          list(res.notes))
 
