@@ -28,9 +28,10 @@ def window(gui_window):
     """The viewer's window (test_gui's fixture: message boxes recorded, not shown); the
     workstation's queued QC and panel jobs are dropped at the end (the next test opens anew)."""
     yield gui_window
-    for background in (gui_window.workstation.browser.background, gui_window.workstation.screening.background,
-                       gui_window.workstation.persistence.background):
+    ws = gui_window.workstation
+    for background in (ws.browser.background, ws.persistence.background):
         background.cancel()
+    ws.screening.cancel()
 
 
 @pytest.fixture(scope="module")

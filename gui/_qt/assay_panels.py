@@ -1,6 +1,7 @@
 """Assay panels: the screening call of the current tube and a patient's CAR-T course.
 
-Both compute on a worker thread (:class:`.browser.Background`) and only draw here; the
+Both compute on a worker thread (screening: the viewer's newest-wins worker,
+:class:`.workers.LatestWins`; persistence: :class:`.browser.Background`) and only draw here; the
 numbers come from :mod:`cd7flow.workstation.screening_panel` and
 :mod:`cd7flow.workstation.persistence_panel`, i.e. the same functions as ``cd7flow screen``
 and ``cd7flow persistence``.
@@ -29,6 +30,7 @@ from cd7flow.workstation.workspace import Workspace, describe
 from cd7flow.workstation.screening_panel import ScreeningPanelData, panel_from_sample, screening_panel, with_tree
 
 from .browser import Background, SampleBrowser
+from .workers import LatestWins
 
 SERIES_COLOURS = {"blasts": "#d62728", "negative_reference": "#1f77b4", "positive_reference": "#2ca02c"}
 VERDICT_COLOURS = {"positive": "#1a7f2e", "negative": "#b22222", "not_evaluable": "#666666"}
@@ -90,14 +92,15 @@ class ScreeningPanel(QtWidgets.QWidget):
     def __init__(self, model=None, parent=None):
         super().__init__(parent)
         self.model = model
-        self.background = Background(self)
+        self.worker = LatestWins(self)  # the newest fit or recomputation wins (a drag emits many)
+        self.worker.sigPart.connect(self._part)
+        self.worker.sigError.connect(lambda tag, msg: self._failed(tag[1], msg))
         self.sample = None
         self.gated = None
         self.protocol = None
         self.fmo = None
         self.data: ScreeningPanelData | None = None
         self._generation = 0  # bumped when the tube changes: results of an older tube are dropped
-        self._running = self._again = False
         self.title, self.table, self.plot = _panel_widgets(self, "Screening: no screening tube shown", plot_first=False)
         self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt", labelTextColor="k")
         self.plot.setLabel("left", "density")
@@ -118,9 +121,9 @@ class ScreeningPanel(QtWidgets.QWidget):
 
         def work():
             tube = FMOTube(read_fcs(fmo), protocol) if isinstance(fmo, (str, Path)) else fmo
-            return tube, panel_from_sample(sample, protocol, tube)
+            yield tube, panel_from_sample(sample, protocol, tube)
 
-        self.background.submit(work, lambda out: self._fitted(gen, out), lambda msg: self._failed(gen, msg))
+        self.worker.submit(("fit", gen), work)
 
     def set_gated(self, gated, protocol=None, fmo=None) -> None:
         """Show the panel of an already gated tube (e.g. the viewer's auto-gate result)."""
@@ -155,40 +158,41 @@ class ScreeningPanel(QtWidgets.QWidget):
         return sorted("/" + "/".join(p) for p in paths if check(p))
 
     def recompute(self) -> None:
-        """Recompute the record from the current gates (worker thread).
-
-        While a recomputation runs, further requests (a gate being dragged) are folded into
-        one more run with the gates as they are when it starts: the numbers follow the drag
-        at the speed they can be computed, and the last state is always computed.
-        """
+        """Recompute the record from the current gates on the worker thread. While one runs,
+        newer requests (a gate being dragged) replace each other: the numbers follow a drag at
+        the speed they can be computed, and the last state of the gates is always computed."""
         if self.gated is None:
             return
-        if self._running:
-            self._again = True
-            return
-        self._running, self._again = True, False
-        gen = self._generation
         tree = self._current_tree()
         gated = with_tree(self.gated, tree) if tree is not None else self.gated
         protocol, fmo, adjusted = self.protocol, self.fmo, self._adjusted()
-        self.background.submit(lambda: screening_panel(gated, protocol, fmo, adjusted),
-                               lambda data: self._recomputed(gen, data), lambda msg: self._recomputed(gen, None, msg))
+        self.worker.submit(("record", self._generation), lambda: iter([screening_panel(gated, protocol, fmo, adjusted)]))
 
-    def _recomputed(self, gen: int, data: ScreeningPanelData | None, error: str = "") -> None:
-        self._running = False
-        if data is not None:
-            self._show(gen, data)
+    def _part(self, tag, _index: int, value) -> None:
+        kind, gen = tag
+        if kind == "fit":
+            self._fitted(gen, value)
         else:
-            self._failed(gen, error)
-        if self._again:  # gates moved (or another tube came) meanwhile: compute what is there now
-            self.recompute()
+            self._show(gen, value)
 
     def _gates_changed(self, *_):
         if self.gated is not None:
             self.recompute()
 
     def wait(self, msecs: int = 120_000) -> bool:
-        return self.background.wait(msecs)
+        """Wait until no fit or recomputation is running or queued and its result is shown."""
+        deadline = QtCore.QDeadlineTimer(msecs)
+        while self.worker.busy:
+            if deadline.hasExpired() or not self.worker.wait(max(int(deadline.remainingTime()), 1)):
+                return False
+            QtCore.QCoreApplication.sendPostedEvents()
+            QtCore.QCoreApplication.processEvents()
+        return True
+
+    def cancel(self) -> None:
+        """Forget the tube (results still running are dropped when they arrive)."""
+        self._generation += 1
+        self.worker.wait()
 
     # ---- results ------------------------------------------------------------
     def _fitted(self, gen: int, out) -> None:
