@@ -68,12 +68,9 @@ def _safe(name: str) -> str:
 
 def _lloq_per_ul(res) -> float | None:
     """The LLOQ in cells/uL at the median single-platform bead ratio of the study (for the plot line)."""
-    from .assays.car_tube import car_settings
+    from .assays.persistence import lloq_per_ul
 
-    lloq = car_settings(res.protocol)["limits"]["lloq_events"]
-    ratios = sorted(r["car_per_ul"] / r["car_events"] for r in res.samples
-                    if r.get("counting") == "single_platform" and r.get("car_events"))
-    return lloq * ratios[len(ratios) // 2] if ratios else None
+    return lloq_per_ul(res)
 
 
 def _cell(v):

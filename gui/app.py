@@ -13,8 +13,8 @@ def create_window(paths: Sequence[str] = ()):
     from ._qt.main_window import MainWindow
 
     window = MainWindow()
-    if paths:
-        window.open_paths(list(paths))
+    if paths:  # [panels] files, folders or manifests go through the workspace browser
+        window.workstation.open_paths(list(paths))
     return window
 
 

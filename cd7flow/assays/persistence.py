@@ -73,18 +73,23 @@ def _read(row: ManifestRow):
     return read_fcs(row.path)
 
 
-def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car", progress=None) -> PersistenceResult:
-    """Analyse a study manifest (see the module doc). ``progress(message)`` is called per file."""
+def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car", progress=None,
+                    patients=None) -> PersistenceResult:
+    """Analyse a study manifest (see the module doc). ``progress(message)`` is called per file;
+    ``patients`` (ids) limits the analysis to those patients (each patient's result depends only
+    on its own rows)."""
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     S = car_settings(proto)
     rows, problems = read_manifest(manifest)
     res = PersistenceResult(proto, problems=list(problems))
     res.inputs[str(Path(manifest))] = sha256_file(manifest)
     say = progress or (lambda _msg: None)
-    patients: dict[str, list[ManifestRow]] = {}
+    wanted = None if patients is None else set(patients)
+    by_patient: dict[str, list[ManifestRow]] = {}
     for row in rows:
-        patients.setdefault(row.patient, []).append(row)
-    for pid, prow in patients.items():
+        if wanted is None or row.patient in wanted:
+            by_patient.setdefault(row.patient, []).append(row)
+    for pid, prow in by_patient.items():
         screening = _screening_cd7(pid, prow, S, res, say)
         records, todo = [], sorted((r for r in prow if r.tube in ("car", "mrd")), key=lambda r: (r.study_day, r.row))
         threshold = ref_events = ref_file = None
@@ -120,6 +125,14 @@ def run_persistence(manifest: str | os.PathLike, protocol: Protocol | str = "car
             **resp, "car_threshold_method": "day0" if threshold is not None else "in_tube",
         })
     return res
+
+
+def lloq_per_ul(res: PersistenceResult) -> float | None:
+    """The LLOQ in cells/uL at the median single-platform bead ratio of ``res``'s tubes (for plots)."""
+    lloq = car_settings(res.protocol)["limits"]["lloq_events"]
+    ratios = sorted(r["car_per_ul"] / r["car_events"] for r in res.samples
+                    if r.get("counting") == "single_platform" and r.get("car_events"))
+    return lloq * ratios[len(ratios) // 2] if ratios else None
 
 
 def _analyse_row(row: ManifestRow, proto, S, res: PersistenceResult, threshold, ref_events, ref_file,
@@ -239,5 +252,5 @@ def classify_response(prow: list[ManifestRow], records: list[dict], S: dict) -> 
     return out
 
 
-__all__ = ["run_persistence", "PersistenceResult", "antigen_escape", "classify_response", "SAMPLE_COLUMNS",
+__all__ = ["run_persistence", "PersistenceResult", "lloq_per_ul", "antigen_escape", "classify_response", "SAMPLE_COLUMNS",
            "KINETICS_COLUMNS"]

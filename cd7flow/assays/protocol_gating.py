@@ -148,6 +148,10 @@ class GatedSample:
         # the rest are bit-packed, then recomputed: its masks must not outweigh its events
         self.result = GatingResult(self.tree, self.source, cache_bytes=max(MASK_CACHE_MIN, 4 * self.sample.n_events))
 
+    def invalidate(self) -> None:
+        """Forget the cached masks and counts: call after a gate of ``tree`` was replaced (edited)."""
+        self.result = GatingResult(self.tree, self.source)
+
     @property
     def masks(self) -> PopulationMasks:
         return PopulationMasks(self)

@@ -2,7 +2,9 @@
 
 ``screen_file(path, protocol)`` reads an FCS file, gates it with the protocol's
 automated gate sequence (:mod:`cd7flow.assays.protocol_gating`), and returns one plain
-record (see :data:`RESULT_KEYS`); ``plots_dir`` adds PNGs (:mod:`.screening_plots`). Intensities (``*_mfi``) are medians of compensated
+record (see :data:`RESULT_KEYS`); ``plots_dir`` adds PNGs (:mod:`.screening_plots`).
+Fitting and computing are separate steps: :func:`screening_record` recomputes the record
+from a gated sample's current (possibly hand-edited) tree, as the viewer's panel does. Intensities (``*_mfi``) are medians of compensated
 fluorescence in the file's linear channel units; percentages are 0-100. A result
 that cannot be trusted is ``verdict = "not_evaluable"`` with a ``reason``, never a guess.
 
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from gating.auto import PercentileThreshold
+from gating.errors import GatingError
 from gating.expressing import DEFAULT_METHOD as DEFAULT_ESTIMATE
 from gating.expressing import borderline
 
@@ -58,7 +61,7 @@ from .screening_plots import write_plots
 # because callers (cd7flow.cli_screen, the tests) import them from the assay.
 __all__ = [
     "RESULT_KEYS", "result_keys", "FMOTube", "NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width",
-    "write_plots", "screen_file", "screen_sample", "intensity_word", "wilson_interval", "robust_sd",
+    "write_plots", "screen_file", "screen_sample", "screening_record", "adjusted_gates", "reference_masks", "intensity_word", "wilson_interval", "robust_sd",
     "separation_index",
 ]
 
@@ -163,6 +166,18 @@ def screen_sample(sample: Sample, protocol: Protocol, fmo: "Sample | FMOTube | N
 
     Give a batch one :class:`FMOTube` so the FMO is gated once, not once per sample.
     """
+    rec, fmo = _start(sample, protocol, fmo)
+    try:
+        g = _fit(sample, protocol, rec)
+        _compute(g, protocol, fmo, rec, plots_dir)
+    except NotEvaluable as exc:
+        rec["verdict"] = "not_evaluable"
+        rec["reason"] = str(exc)
+    return _round(rec)
+
+
+def _start(sample: Sample, protocol: Protocol, fmo: "Sample | FMOTube | None") -> tuple[dict, "FMOTube | None"]:
+    """The record's sample-level fields (before any gate), and the FMO as an :class:`FMOTube`."""
     if protocol.assay != "screening" or protocol.rule is None:
         raise ProtocolError(protocol.path, f"protocol {protocol.name} is a {protocol.assay!r} protocol, "
                                            "not a screening one")
@@ -174,24 +189,93 @@ def screen_sample(sample: Sample, protocol: Protocol, fmo: "Sample | FMOTube | N
     if fmo is not None:
         rec["fmo_file"] = os.path.basename(fmo.sample.path or fmo.sample.name)
         rec["fmo_sha256"] = fmo.sample.sha256
-    try:
-        _screen(sample, protocol, fmo, rec, plots_dir)
-    except NotEvaluable as exc:
-        rec["verdict"] = "not_evaluable"
-        rec["reason"] = str(exc)
-    return _round(rec)
+    return rec, fmo
 
 
-def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict, plots_dir) -> None:
-    s = protocol.settings
-    pos_cfg, inten, qc = s["positivity"], s["intensity"], s["qc"]
+def _fit(sample: Sample, protocol: Protocol, rec: dict) -> GatedSample:
+    """Fit the protocol's gates (the file's notes go into ``rec``); NotEvaluable when a required marker is missing."""
     rec["notes"] = sample_notes(sample, protocol)
     _mapping, missing = resolve_markers(sample, protocol)
     required = [m for m in protocol.markers.values() if m.required and m.name in missing]
     if required:
         raise NotEvaluable(f"marker missing: {', '.join(m.name for m in required)} (not found in $PnS of "
                            f"{sample.name})")
-    g = run_protocol_gates(sample, protocol)
+    return run_protocol_gates(sample, protocol)
+
+
+def screening_record(gated: GatedSample, protocol: Protocol | None = None, fmo: "Sample | FMOTube | None" = None,
+                     adjusted: "list[str] | tuple[str, ...]" = ()) -> dict[str, Any]:
+    """The screening record computed from ``gated``'s *current* tree (e.g. after a gate was edited).
+
+    Nothing is refitted: counts, references, thresholds and percentages come from the masks of
+    ``gated.tree`` (its cache is dropped first, so an edited tree is re-evaluated). The record
+    is :func:`screen_sample`'s plus ``manually_adjusted`` and ``adjusted_gates``: the paths
+    ("/a/b") whose gate differs from what the protocol fitted (:func:`adjusted_gates`), and
+    any path given in ``adjusted`` (e.g. the viewer's edit log). A protocol population whose
+    gate was removed from the tree makes the record not evaluable, with that reason.
+    """
+    protocol = protocol or gated.protocol
+    rec, fmo = _start(gated.sample, protocol, fmo)
+    rec["notes"] = sample_notes(gated.sample, protocol)
+    gated.invalidate()
+    changed = sorted(set(adjusted_gates(gated)) | set(adjusted))
+    try:
+        _compute(gated, protocol, fmo, rec, None)
+    except NotEvaluable as exc:
+        rec["verdict"] = "not_evaluable"
+        rec["reason"] = str(exc)
+    except GatingError as exc:  # a protocol population's gate is gone from the edited tree
+        rec["verdict"] = "not_evaluable"
+        rec["reason"] = f"gates edited: {exc}"
+    rec["manually_adjusted"] = bool(changed)
+    rec["adjusted_gates"] = changed
+    if changed and rec["reason"]:
+        rec["reason"] += f"; manually adjusted gates: {', '.join(changed)}"
+    return _round(rec)
+
+
+def adjusted_gates(gated: GatedSample) -> list[str]:
+    """Paths ("/a/b") of the tree's gates whose geometry differs from what the protocol's
+    estimators fitted (a gate the user dragged), in tree order; gates the protocol did not
+    fit (drawn by hand) are not listed, nor boolean gates (no geometry: the tree rewrites
+    their operands as paths, and an edit reaches them through their operands)."""
+    fitted: dict[str, object] = {}
+    for gate_id, est in gated.estimators.items():
+        tree_gates = getattr(est, "tree_gates", None)
+        try:
+            for gate in (tree_gates(gate_id) if tree_gates else []):
+                fitted[gate.id] = gate
+        except (GatingError, ValueError):
+            continue
+    return [pop.path_str for pop in gated.tree.populations()
+            if pop.gate.dimensions and pop.gate.id in fitted and not _same_geometry(pop.gate, fitted[pop.gate.id])]
+
+
+def _same_geometry(a: object, b: object) -> bool:
+    """Same gate class and the same attribute values (arrays compared by value)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or vars(a).keys() != vars(b).keys():
+        return False
+    for key, va in vars(a).items():
+        vb = vars(b)[key]
+        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+            if not np.array_equal(np.asarray(va), np.asarray(vb)):
+                return False
+        elif va is not vb:
+            try:
+                if va != vb:
+                    return False
+            except ValueError:  # a container of arrays: not one the fit shares, so rebuilt
+                return False
+    return True
+
+
+def _compute(g: GatedSample, protocol: Protocol, fmo: "FMOTube | None", rec: dict, plots_dir) -> None:
+    """Every gate-dependent field of the record, from the masks of ``g``'s tree."""
+    s = protocol.settings
+    pos_cfg, inten, qc = s["positivity"], s["intensity"], s["qc"]
+    sample = g.sample
     rec["channels"] = g.channels
     rec["transforms"] = g.transforms
     rec["gates"] = {name: g.count(name) for name in g.masks if name != "root"}
@@ -226,14 +310,7 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
     marker = pos_cfg["marker"]
     marker_linear = g.linear(marker)
     marker_blasts = marker_linear[blasts]
-    neg_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["negative_reference"]]) & ~blasts
-    # A few NK or T cells inside a granulocyte/monocyte gate are enough to move a 99.5th
-    # percentile: events carrying the positive reference's markers (CD3, CD56) are never
-    # negative reference, wherever they sit on CD45/SSC.
-    for p in pos_cfg["positive_reference"]:
-        if p in g.marker_positive:
-            neg_mask &= ~g.marker_positive[p]
-    pos_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["positive_reference"]]) & ~blasts
+    neg_mask, pos_mask = reference_masks(g, pos_cfg, blasts)
     for p in pos_cfg["negative_reference"] + pos_cfg["positive_reference"]:
         if p in g.skipped:
             rec["notes"].append(f"reference {p} unavailable: {g.skipped[p]}")
@@ -308,6 +385,19 @@ def _screen(sample: Sample, protocol: Protocol, fmo: "FMOTube | None", rec: dict
                           f"so the call could go either way")
     if plots_dir is not None:
         rec["plots"] = write_plots(g, protocol, rec, blasts, neg_mask, pos_mask, plots_dir)
+
+
+def reference_masks(g: GatedSample, pos_cfg: dict[str, Any], blasts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(negative, positive) reference events of the protocol's ``[positivity]``, blasts excluded."""
+    neg_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["negative_reference"]]) & ~blasts
+    # A few NK or T cells inside a granulocyte/monocyte gate are enough to move a 99.5th
+    # percentile: events carrying the positive reference's markers (CD3, CD56) are never
+    # negative reference, wherever they sit on CD45/SSC.
+    for p in pos_cfg["positive_reference"]:
+        if p in g.marker_positive:
+            neg_mask &= ~g.marker_positive[p]
+    pos_mask = np.logical_or.reduce([g.masks[p] for p in pos_cfg["positive_reference"]]) & ~blasts
+    return neg_mask, pos_mask
 
 
 def intensity_word(pos_pct: float, mfi_pos_blasts: float | None, pos_ref_mfi: float | None,

@@ -267,6 +267,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.plots.sigStatus.connect(self._plot_note)
         self.plots.sigGateDrawn.connect(self.populations.start_naming)
         self._build_menus()
+        # [panels] workspace browser + assay panels (issue 11 items 1, 4): docks wired to self.model
+        from .assay_panels import install_workstation
+        self.workstation = install_workstation(self)
         self.model.events.sample_changed.connect(self._update_actions)
         self.model.events.gates_changed.connect(self._update_actions)
         self.model.events.history.connect(self._update_actions)
