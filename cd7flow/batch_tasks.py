@@ -101,7 +101,7 @@ def _screen(meta: dict, config: dict, out: dict, sample) -> dict | None:
 
 def patient_task(patient: str, files: list[dict[str, Any]], config: dict[str, str]) -> dict[str, Any]:
     """Persistence over one patient's timeline (the persist API on a one-patient manifest)."""
-    from .assays.persistence import run_persistence
+    from .assays.persistence import lloq_per_ul, run_persistence
     from .assays.persistence_plots import patient_figure
     from .batch_plan import FileMeta, manifest_csv
 
@@ -130,9 +130,7 @@ def patient_task(patient: str, files: list[dict[str, Any]], config: dict[str, st
                         "reason": p.reason.replace(os.path.dirname(files[0]["path"]) + os.sep, "")} for p in res.problems]
     out["notes"] = list(res.notes)
     if out["course"] and out["kinetics"] is not None:
-        from .cli_persistence import _lloq_per_ul  # the LLOQ line the persistence command draws
-
-        fig = patient_figure(patient, out["course"], out["kinetics"], _lloq_per_ul(res))
+        fig = patient_figure(patient, out["course"], out["kinetics"], lloq_per_ul(res))
         import io
 
         buf = io.BytesIO()

@@ -22,7 +22,7 @@ def persistence(
     Writes samples.csv, kinetics.csv, persistence.json (with provenance) and <patient>.png.
     A bad manifest row is reported with its row number and skipped; the exit code is then 1.
     """
-    from .assays.persistence import KINETICS_COLUMNS, SAMPLE_COLUMNS, run_persistence
+    from .assays.persistence import KINETICS_COLUMNS, SAMPLE_COLUMNS, lloq_per_ul, run_persistence
     from .assays.persistence_plots import patient_figure, write_patient_png
     from .errors import CD7FlowError
     from .outputs import atomic_output
@@ -46,7 +46,7 @@ def persistence(
         with atomic_output(out / name, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
     if plots:
-        lloq = _lloq_per_ul(res)
+        lloq = lloq_per_ul(res)
         for kin in res.kinetics:
             if res.courses.get(kin["patient"]):
                 fig = patient_figure(kin["patient"], res.courses[kin["patient"]], kin, lloq)
@@ -64,13 +64,6 @@ def persistence(
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "patient"
-
-
-def _lloq_per_ul(res) -> float | None:
-    """The LLOQ in cells/uL at the median single-platform bead ratio of the study (for the plot line)."""
-    from .assays.persistence import lloq_per_ul
-
-    return lloq_per_ul(res)
 
 
 def _cell(v):
