@@ -1,0 +1,10 @@
+"""Qt-free parts of the technician's workstation (the ``cd7flow-gui`` viewer).
+
+- :mod:`.autogate`: which protocol a sample gets, the automated fit, and what each fitted
+  gate's own small plot shows (density of its parent, the gate outline, back-gating);
+- :mod:`.session`: a viewer session (files by path + sha256, gates per sample as Gating-ML,
+  edit log, view state) saved to one JSON file and validated when it is read back;
+- :mod:`.inputs`: a file, a folder or a study manifest turned into the FCS files to open.
+
+Nothing here imports Qt: ``gui/`` observes these objects, the tests drive them directly.
+"""
