@@ -37,39 +37,58 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class SampleEntry:
-    """One sample of a session. ``gatingml`` is None when the sample has no gates."""
+    """One open sample: its file by absolute path, the sha256 of its bytes, the data set number."""
 
     path: str
     sha256: str
     dataset: int = 0
-    gatingml: str | None = None
-    automated: bool = False
-    protocol: dict[str, str] | None = None  # name, version, sha256 of an automated fit
-    edit_log: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GateSet:
+    """The viewer's gates. The viewer applies one tree to every open sample (like a FlowJo
+    group), so a session holds one set, with the sample it was fitted on (``fitted_on``).
+
+    ``gatingml``: the gates as they are now; ``fitted_gatingml``: the automated gates as the
+    protocol fitted them (None when none is automated), so a manual adjustment stays one after
+    reloading; ``entries``: per gate path "/a/b", whether it is automated and its source (e.g.
+    "screening v1.5.0"); ``protocol``: name, version and sha256 of the fit.
+    """
+
+    gatingml: str
+    entries: list[dict[str, Any]]
+    fitted_gatingml: str | None = None
+    fitted_on: int | None = None
+    protocol: dict[str, str] | None = None
 
 
 @dataclass
 class Session:
     samples: list[SampleEntry]
     current: int = -1
+    gates: GateSet | None = None
+    edit_log: list[dict[str, Any]] = field(default_factory=list)
     view: dict[str, Any] = field(default_factory=dict)
-    protocol: str | None = None  # the protocol chosen in the workstation, if any
+    protocol: str | None = None  # the protocol chosen in the auto-gate panel (None: by tube)
     saved_at: str = ""
     cd7flow_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "saved_at": self.saved_at,
                 "cd7flow_version": self.cd7flow_version, "current": self.current, "protocol": self.protocol,
-                "view": jsonable(self.view), "samples": [jsonable(asdict(s)) for s in self.samples]}
+                "samples": [jsonable(s) for s in self.samples],
+                "gates": None if self.gates is None else jsonable(self.gates),
+                "edit_log": jsonable(self.edit_log), "view": jsonable(self.view)}
 
 
 @dataclass
-class LoadedSample:
-    """A session sample read back and checked: the data and its gates (None: no gates)."""
+class LoadedSession:
+    """A session read back and checked: the samples (in session order) and the parsed gates."""
 
-    entry: SampleEntry
-    sample: Sample
-    strategy: GatingStrategy | None
+    session: Session
+    samples: list[Sample]
+    gates: GatingStrategy | None = None
+    fitted: GatingStrategy | None = None
 
 
 # ---------------------------------------------------------------- Gating-ML as text
@@ -123,15 +142,12 @@ def jsonable(value: Any) -> Any:
     raise CD7FlowError(f"cannot save {type(value).__name__} in a session")
 
 
-def sample_entry(sample: Sample, strategy: GatingStrategy | None, *, automated: bool = False,
-                 protocol: dict[str, str] | None = None, edit_log=()) -> SampleEntry:
+def sample_entry(sample: Sample) -> SampleEntry:
     """The session record of one open sample; it must come from a file (path and sha256)."""
     if not sample.path:
         raise SessionError(None, f"{sample.name} was made in memory, not read from a file: a session cannot name it")
     sha = sample.sha256 or sample.compute_sha256()
-    gml = strategy_to_gatingml(strategy) if strategy is not None and len(strategy.tree) else None
-    return SampleEntry(str(Path(sample.path).absolute()), sha, int(sample.dataset), gml, bool(automated and gml),
-                       dict(protocol) if protocol else None, [jsonable(e) for e in edit_log])
+    return SampleEntry(str(Path(sample.path).absolute()), sha, int(sample.dataset))
 
 
 def save_session(session: Session, path: str | os.PathLike) -> Path:
@@ -181,48 +197,64 @@ def read_session(path: str | os.PathLike) -> Session:
     protocol = data.get("protocol")
     if protocol is not None and not isinstance(protocol, str):
         raise SessionError(path, "\"protocol\" must be a protocol name or null")
-    return Session(samples, current, view, protocol, str(data.get("saved_at", "")), str(data.get("cd7flow_version", "")))
+    log = data.get("edit_log") or []
+    if not isinstance(log, list) or not all(isinstance(e, dict) for e in log):
+        raise SessionError(path, "\"edit_log\" must be a list of objects")
+    gates = _gate_set(path, data.get("gates"), len(samples))
+    return Session(samples, current, gates, log, view, protocol, str(data.get("saved_at", "")),
+                   str(data.get("cd7flow_version", "")))
 
 
 def _entry(path: Path, k: int, row: Any) -> SampleEntry:
     where = f"sample {k}"
     if not isinstance(row, dict):
         raise SessionError(path, f"{where} is not an object")
-    for key, kind in (("path", str), ("sha256", str)):
-        if not isinstance(row.get(key), kind) or not row[key]:
+    for key in ("path", "sha256"):
+        if not isinstance(row.get(key), str) or not row[key]:
             raise SessionError(path, f"{where} has no {key!r}")
     if not os.path.isabs(row["path"]):
         raise SessionError(path, f"{where}: path {row['path']!r} is not absolute")
     sha = row["sha256"].lower()
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise SessionError(path, f"{where}: sha256 {row['sha256']!r} is not 64 hex digits")
-    gml = row.get("gatingml")
-    if gml is not None and not isinstance(gml, str):
-        raise SessionError(path, f"{where}: \"gatingml\" must be text")
-    log = row.get("edit_log") or []
-    if not isinstance(log, list) or not all(isinstance(e, dict) for e in log):
-        raise SessionError(path, f"{where}: \"edit_log\" must be a list of objects")
-    protocol = row.get("protocol")
-    if protocol is not None and not isinstance(protocol, dict):
-        raise SessionError(path, f"{where}: \"protocol\" must be an object")
     dataset = row.get("dataset", 0)
-    if not isinstance(dataset, int) or dataset < 0:
+    if not isinstance(dataset, int) or isinstance(dataset, bool) or dataset < 0:
         raise SessionError(path, f"{where}: bad dataset {dataset!r}")
-    return SampleEntry(row["path"], sha, dataset, gml, bool(row.get("automated")), protocol, log)
+    return SampleEntry(row["path"], sha, dataset)
 
 
-def load_session(path: str | os.PathLike) -> tuple[Session, list[LoadedSample]]:
+def _gate_set(path: Path, data: Any, n_samples: int) -> GateSet | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("gatingml"), str):
+        raise SessionError(path, "\"gates\" must be an object with the Gating-ML text under \"gatingml\"")
+    entries = data.get("entries") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
+        raise SessionError(path, "\"gates\".\"entries\" must be a list of objects with a \"path\"")
+    fitted = data.get("fitted_gatingml")
+    if fitted is not None and not isinstance(fitted, str):
+        raise SessionError(path, "\"gates\".\"fitted_gatingml\" must be text or null")
+    on = data.get("fitted_on")
+    if on is not None and (not isinstance(on, int) or not 0 <= on < n_samples):
+        raise SessionError(path, f"\"gates\".\"fitted_on\" is {on!r}, not a sample number")
+    protocol = data.get("protocol")
+    if protocol is not None and not isinstance(protocol, dict):
+        raise SessionError(path, "\"gates\".\"protocol\" must be an object or null")
+    return GateSet(data["gatingml"], entries, fitted, on, protocol)
+
+
+def load_session(path: str | os.PathLike) -> LoadedSession:
     """Read a session and every file and gate set it names, checked; nothing is half-loaded.
 
-    Raises :class:`SessionError`: for one bad data file it names that file ("moved or
-    deleted", "changed since the session was saved", unreadable); for several, the session
-    file, with one clause per data file.
+    Raises :class:`SessionError`: for one bad data file it names that file ("missing (moved
+    or deleted)", "has changed since the session was saved", unreadable); for several, the
+    session file, with one clause per data file.
     """
     from ..io.fcs_read import read_fcs
 
     path = Path(path)
     session = read_session(path)
-    loaded: list[LoadedSample] = []
+    samples: list[Sample] = []
     problems: list[tuple[str, str]] = []
     for entry in session.samples:
         data = Path(entry.path)
@@ -237,15 +269,97 @@ def load_session(path: str | os.PathLike) -> tuple[Session, list[LoadedSample]]:
             continue
         if sample.sha256 != entry.sha256:
             problems.append((entry.path, f"has changed since the session {path} was saved "
-                                         f"(sha256 {sample.sha256[:12]}..., saved {entry.sha256[:12]}...)"))
+                                         f"(sha256 now {sample.sha256[:12]}..., saved {entry.sha256[:12]}...)"))
             continue
-        strategy = None
-        if entry.gatingml is not None:
-            strategy = gatingml_to_strategy(entry.gatingml, f"{path} ({data.name})")
-        loaded.append(LoadedSample(entry, sample, strategy))
+        samples.append(sample)
     if len(problems) == 1:
         raise SessionError(*problems[0])
     if problems:
         raise SessionError(path, f"{len(problems)} data files cannot be restored: "
-                                 + "; ".join(f"{p}: {why.split(';')[0]}" for p, why in problems))
-    return session, loaded
+                                 + "; ".join(f"{p} {why.split(';')[0]}" for p, why in problems))
+    loaded = LoadedSession(session, samples)
+    if session.gates is not None:
+        loaded.gates = gatingml_to_strategy(session.gates.gatingml, f"{path} (gates)")
+        if session.gates.fitted_gatingml is not None:
+            loaded.fitted = gatingml_to_strategy(session.gates.fitted_gatingml, f"{path} (fitted gates)")
+        known = {pop.path_str for pop in loaded.gates.tree.populations()}
+        unknown = [e["path"] for e in session.gates.entries if e["path"] not in known]
+        if unknown:
+            raise SessionError(path, f"gate entries name populations its gates do not have: {', '.join(unknown)}")
+    return loaded
+
+
+# ---------------------------------------------------------------- the viewer model <-> a session
+def _gate_paths(tree) -> list[tuple[str, ...]]:
+    """Path of every gate of ``tree`` once (a quadrant gate's, not its quadrants')."""
+    seen: set[int] = set()
+    out = []
+    for pop in tree.populations():
+        if id(pop.gate) not in seen:
+            seen.add(id(pop.gate))
+            out.append(pop.parent_path + (pop.gate.id,))
+    return out
+
+
+def capture_session(model, *, protocol: str | None = None, fitted_on: int | None = None,
+                    fit_protocol: dict[str, str] | None = None) -> Session:
+    """A :class:`Session` of a :class:`cd7flow.viewer.ViewerModel`: its samples, gates (now and
+    as fitted), adjustment log and view. ``protocol``: the auto-gate panel's choice;
+    ``fitted_on`` / ``fit_protocol``: the sample and protocol of the last automated fit."""
+    import copy
+
+    from gating.tree import GatingTree
+
+    samples = [sample_entry(s) for s in model.samples]
+    gates = None
+    tree = model.tree()
+    if len(tree):
+        strategy = model.strategy()
+        entries, fitted_tree, any_automated = [], GatingTree(), False
+        for path in _gate_paths(tree):
+            e = model.entry_at(path)
+            entries.append({"path": "/" + "/".join(path), "automated": bool(e.automated), "source": e.source})
+            fitted = e.fitted if e.automated and e.fitted is not None else e.gate
+            if fitted.id != e.gate.id:  # renamed since the fit: the fitted geometry under the new name
+                fitted = copy.copy(fitted)
+                fitted.id = e.gate.id
+            fitted_tree.add(fitted, e.parent or None)
+            any_automated |= bool(e.automated)
+        fitted_gml = None
+        if any_automated:
+            fitted_gml = strategy_to_gatingml(GatingStrategy(fitted_tree, strategy.transforms, strategy.compensations,
+                                                             strategy.derived))
+        gates = GateSet(strategy_to_gatingml(strategy), entries, fitted_gml,
+                        fitted_on if any_automated else None, fit_protocol if any_automated else None)
+    return Session(samples, model.current_index, gates, list(model.edit_log), model.view_state(), protocol)
+
+
+def restore_session(model, loaded: LoadedSession) -> None:
+    """Put a checked session into an empty model: samples, gates (automated ones keep their
+    fitted geometry, so a manual adjustment stays marked), adjustment log, view."""
+    from gating.gates import Gate
+
+    from ..viewer.history import GateEntry, gate_geometry
+
+    if model.samples:
+        raise CD7FlowError("a session opens in an empty viewer; close the open samples first")
+    session = loaded.session
+    for sample in loaded.samples:
+        model.add_sample(sample, make_current=False)
+    if loaded.samples:
+        model.set_current(max(session.current, 0))
+    if loaded.gates is not None:
+        info = {e["path"]: e for e in session.gates.entries}
+        entries = []
+        for path in _gate_paths(loaded.gates.tree):
+            gate: Gate = loaded.gates.tree.find(path).gate
+            e = info.get("/" + "/".join(path), {})
+            fitted = None
+            if e.get("automated") and loaded.fitted is not None:
+                fitted = loaded.fitted.tree.find(path).gate
+                if gate_geometry(fitted) == gate_geometry(gate):
+                    fitted = gate  # unchanged since the fit (the model tells adjustments by identity)
+            entries.append(GateEntry(gate, path[:-1], bool(e.get("automated")), str(e.get("source", "")), fitted))
+        model.restore_gates(tuple(entries), transforms=loaded.gates.transforms,
+                            compensations=loaded.gates.compensations, edit_log=session.edit_log)
+    model.restore_view_state(session.view)

@@ -1,0 +1,374 @@
+"""Auto-gate in the viewer: the protocol fit off the UI thread, and one small plot per gating step.
+
+:class:`AutoGateController` runs :func:`cd7flow.workstation.autogate.run_autogate` on a
+``QThreadPool`` worker (the fit takes about a second per 25,000 events) and, back on the UI
+thread, hands the fitted tree to the model (``set_tree(..., automated=True)``); the population
+tree then shows the gate sequence with counts. :class:`GateGrid` draws every gating step on its
+own plot in the protocol's dimensions and transforms (pictures from
+:func:`cd7flow.workstation.autogate.plot_density` / ``plot_histogram``), labels each gate with
+its count and % of parent, and back-gates: the selected population's events are red inside
+every plot of its ancestors. Clicking inside a gate selects its population.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from cd7flow.errors import CD7FlowError
+from cd7flow.workstation.autogate import (
+    AutoGate, GatePlot, backgated, choose_protocol, gate_plots, plot_density, plot_histogram, protocol_choices,
+    run_autogate,
+)
+from gating.gates import points_in_polygon
+
+AUTO = "auto (by tube)"
+GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
+SELECTED_PEN = pg.mkPen((255, 140, 0), width=2.5)
+COLUMNS = 3
+
+
+class _Signals(QtCore.QObject):
+    finished = QtCore.Signal(object, object)  # (job id, AutoGate)
+    failed = QtCore.Signal(object, str)  # (job id, message)
+
+
+class _Job(QtCore.QRunnable):
+    """One fit on a worker thread; the result travels back by a queued signal."""
+
+    def __init__(self, job: int, sample, protocol):
+        super().__init__()
+        self.job, self.sample, self.protocol = job, sample, protocol
+        self.signals = _Signals()
+
+    def run(self) -> None:
+        try:
+            result = run_autogate(self.sample, self.protocol)
+        except CD7FlowError as exc:
+            self.signals.failed.emit(self.job, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a fit bug must reach the user, not kill the worker silently
+            self.signals.failed.emit(self.job, f"{self.sample.name}: auto-gating failed: {type(exc).__name__}: {exc}")
+        else:
+            self.signals.finished.emit(self.job, result)
+
+
+class AutoGateController(QtCore.QObject):
+    """Runs auto-gating of the current sample and puts the fitted tree into the model.
+
+    ``protocol`` None = chosen per tube (:func:`~cd7flow.workstation.autogate.choose_protocol`).
+    A fit whose sample is no longer current when it ends is dropped (the user moved on).
+    """
+
+    sigStarted = QtCore.Signal(str)  # what is being fitted
+    sigFinished = QtCore.Signal(object)  # AutoGate, after the model holds its tree
+    sigFailed = QtCore.Signal(str)
+
+    def __init__(self, model, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.protocol: str | None = None
+        self.last: AutoGate | None = None
+        self._pool = QtCore.QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._job = 0
+        self._running: dict[int, _Job] = {}
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def _target(self):
+        sample = self.model.sample
+        if sample is None:
+            raise CD7FlowError("open a sample first")
+        name = self.protocol or choose_protocol(sample)[0]
+        return sample, self.protocol, name
+
+    def start(self) -> None:
+        """Fit on a worker thread; sigFinished or sigFailed follows."""
+        sample, protocol, name = self._target()
+        self._job += 1
+        job = _Job(self._job, sample, protocol)
+        job.setAutoDelete(False)  # kept in _running until its signal is handled
+        job.signals.finished.connect(self._finished, QtCore.Qt.ConnectionType.QueuedConnection)
+        job.signals.failed.connect(self._failed, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._running[self._job] = job
+        self.sigStarted.emit(f"auto-gating {sample.name} with protocol {name}...")
+        self._pool.start(job)
+
+    def run_now(self) -> AutoGate:
+        """Fit on this thread and apply (headless screenshots, scripts); raises CD7FlowError."""
+        sample, protocol, _ = self._target()
+        result = run_autogate(sample, protocol)
+        self._apply(result)
+        return result
+
+    def wait(self, msecs: int = 120_000) -> bool:
+        return self._pool.waitForDone(msecs)
+
+    def _finished(self, job: int, result: AutoGate) -> None:
+        self._running.pop(job, None)
+        if job != self._job or result.sample is not self.model.sample:
+            return  # a newer request, or another sample is shown now
+        try:
+            self._apply(result)
+        except CD7FlowError as exc:
+            self.sigFailed.emit(str(exc))
+
+    def _failed(self, job: int, message: str) -> None:
+        self._running.pop(job, None)
+        if job == self._job:
+            self.sigFailed.emit(message)
+
+    def _apply(self, result: AutoGate) -> None:
+        self.model.set_tree(result.strategy, automated=True, source=result.provenance())
+        self.last = result
+        self.sigFinished.emit(result)
+
+
+# ---------------------------------------------------------------- the plots
+class _StepPlot(pg.PlotItem):
+    """One gating step; a left click inside one of its gates selects that population."""
+
+    def __init__(self, grid: "GateGrid", step: GatePlot):
+        super().__init__()
+        self.grid, self.step = grid, step
+        self.setMenuEnabled(False)
+        self.hideButtons()
+        self.getViewBox().setMouseEnabled(x=False, y=False)
+        for side in ("left", "bottom"):
+            self.getAxis(side).enableAutoSIPrefix(False)
+            self.getAxis(side).setStyle(tickFont=QtGui.QFont("Sans", 7))
+
+    def mouseClickEvent(self, ev):
+        if ev.button() != QtCore.Qt.MouseButton.LeftButton:
+            return
+        p = self.getViewBox().mapSceneToView(ev.scenePos())
+        path = self.step.parent
+        for g in self.step.gates:
+            if g.interval is not None:
+                inside = g.interval[0] <= p.x() < g.interval[1]
+            else:
+                inside = bool(points_in_polygon(np.array([p.x()]), np.array([p.y()]), g.outline[:-1])[0])
+            if inside:
+                path = g.path
+                break
+        ev.accept()
+        self.grid.select(path)
+
+
+class GateGrid(pg.GraphicsLayoutWidget):
+    """Every drawable gating step of the current sample's tree, three plots a row.
+
+    Redraws (coalesced: at most once per event-loop pass after a burst of changes) when the
+    gates, the sample or the selection change. ``plots`` holds the shown steps.
+    """
+
+    sigError = QtCore.Signal(str)
+
+    def __init__(self, model, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.setBackground("w")
+        self.plots: list[_StepPlot] = []
+        self.not_drawn: dict = {}
+        self._steps_key = None
+        self._timer = QtCore.QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self.refresh)
+        for name in ("gates_changed", "sample_changed", "gates", "current", "selection", "selection_changed"):
+            signal = getattr(model.events, name, None)
+            if signal is not None:
+                signal.connect(self.schedule)
+
+    def schedule(self, *_):
+        self._timer.start()
+
+    def select(self, path) -> None:
+        try:
+            self.model.select(tuple(path))
+        except CD7FlowError as exc:
+            self.sigError.emit(str(exc))
+
+    def refresh(self, *_):
+        """Rebuild the plots (when the tree's steps changed) and redraw their pictures."""
+        self._timer.stop()
+        m = self.model
+        try:
+            tree = m.tree() if m.sample is not None else None
+            if tree is None or not len(tree):
+                self._rebuild(None)
+                return
+            source, result = m.source(), m.result()
+            steps = gate_plots(tree, source)
+        except CD7FlowError as exc:
+            self.sigError.emit(str(exc))
+            self._rebuild(None)
+            return
+        self.not_drawn = steps.not_drawn
+        key = (id(m.sample), [(s.parent, s.dimensions, s.ranges, tuple(s.paths)) for s in steps.plots])
+        if key != self._steps_key:
+            self._rebuild(steps.plots)
+            self._steps_key = key
+        else:  # same steps: keep the items, new geometry and counts
+            for item, step in zip(self.plots, steps.plots):
+                item.step = step
+        transforms = m.strategy().transforms
+        for item in self.plots:
+            self._draw(item, result, source, transforms)
+
+    def _rebuild(self, steps) -> None:
+        self.clear()
+        self.plots = []
+        self._steps_key = None
+        for k, step in enumerate(steps or []):
+            item = _StepPlot(self, step)
+            self.addItem(item, row=k // COLUMNS, col=k % COLUMNS)
+            self.plots.append(item)
+
+    def _draw(self, item: _StepPlot, result, source, transforms) -> None:
+        step, selected = item.step, tuple(self.model.selected)
+        item.clear()
+        peak = 0.0
+        if len(step.dimensions) == 2:
+            rgba, _, _ = plot_density(step, result, source, selected)
+            image = pg.ImageItem(rgba)
+            (x0, x1), (y0, y1) = step.ranges
+            image.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+            item.addItem(image)
+            item.setLabel("left", step.axis_label(1, transforms), **{"font-size": "7pt"})
+        else:
+            edges, base, high = plot_histogram(step, result, source, selected)
+            peak = float(max(base.max(), 1))
+            item.addItem(pg.PlotCurveItem(edges, base, stepMode="center", fillLevel=0,
+                                          brush=(150, 150, 150, 120), pen=pg.mkPen((90, 90, 90))))
+            if high.any():
+                item.addItem(pg.PlotCurveItem(edges, high, stepMode="center", fillLevel=0,
+                                              brush=(225, 40, 20, 150), pen=pg.mkPen((225, 40, 20))))
+            item.setLabel("left", "events", **{"font-size": "7pt"})
+        item.setLabel("bottom", step.axis_label(0, transforms), **{"font-size": "7pt"})
+        parent_name = step.parent[-1] if step.parent else "All events"
+        item.setTitle(f"<span style='font-size:8pt'>{parent_name}"
+                      + (" <span style='color:#e12814'>(back-gated)</span>" if backgated(step, selected) else "")
+                      + "</span>")
+        for g in step.gates:
+            pen = SELECTED_PEN if g.path == selected else GATE_PEN
+            n, pct = result.count(g.path), result.percent_of_parent(g.path)
+            label = pg.TextItem(f"{g.name}\n{n:,} ({pct:.1f}%)" if math.isfinite(pct) else f"{g.name}\n{n:,}",
+                                color=(20, 60, 160), anchor=(0.5, 1.0))
+            label.setFont(QtGui.QFont("Sans", 7))
+            if g.interval is not None:
+                lo, hi = g.interval
+                for v in (lo, hi):
+                    item.addItem(pg.InfiniteLine(v, angle=90, pen=pen))
+                label.setAnchor((0.5, 0.0))  # hangs below the histogram's peak, inside the plot
+                item.addItem(label, ignoreBounds=True)
+                label.setPos((max(lo, step.ranges[0][0]) + min(hi, step.ranges[0][1])) / 2, peak)
+            else:
+                item.addItem(pg.PlotCurveItem(g.outline[:, 0], g.outline[:, 1], pen=pen))
+                item.addItem(label, ignoreBounds=True)
+                top = int(np.argmax(g.outline[:, 1]))
+                label.setPos(float(np.clip(g.outline[top, 0], *step.ranges[0])),
+                             float(min(g.outline[top, 1], step.ranges[1][1])))
+        item.setXRange(*step.ranges[0], padding=0)
+        if len(step.dimensions) == 2:
+            item.setYRange(*step.ranges[1], padding=0)
+        else:
+            item.enableAutoRange(axis="y")
+
+
+class AutoGatePanel(QtWidgets.QWidget):
+    """Protocol choice, the Auto-gate button with a busy indicator, and the gate grid."""
+
+    def __init__(self, model, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.controller = AutoGateController(model, self)
+        self.protocol = QtWidgets.QComboBox()
+        self.protocol.addItem(AUTO, None)
+        for name in protocol_choices():
+            self.protocol.addItem(name, name)
+        self.protocol.setToolTip("Protocol whose automated gates are fitted; 'auto' picks it from the tube "
+                                 "(screening/FMO: screening, CAR/MRD: car, else leukocytes)")
+        self.run_button = QtWidgets.QPushButton("Auto-gate")
+        self.run_button.setToolTip("Fit the protocol's gates on the current sample (Ctrl+G)")
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 0)  # busy: the fit reports no fractions
+        self.progress.setMaximumWidth(120)
+        self.progress.hide()
+        self.status = QtWidgets.QLabel()
+        self.status.setWordWrap(True)
+        self.grid = GateGrid(model)
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(QtWidgets.QLabel("Protocol"))
+        top.addWidget(self.protocol)
+        top.addWidget(self.run_button)
+        top.addWidget(self.progress)
+        top.addStretch(1)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.status)
+        lay.addWidget(self.grid, 1)
+        self.protocol.currentIndexChanged.connect(self._protocol_changed)
+        self.run_button.clicked.connect(self.start)
+        c = self.controller
+        c.sigStarted.connect(self._started)
+        c.sigFinished.connect(self._finished)
+        c.sigFailed.connect(self._failed)
+
+    def _protocol_changed(self, *_):
+        self.controller.protocol = self.protocol.currentData()
+
+    def start(self) -> None:
+        try:
+            self.controller.start()
+        except CD7FlowError as exc:
+            self._failed(str(exc))
+
+    def _started(self, text: str) -> None:
+        self.run_button.setEnabled(False)
+        self.progress.show()
+        self.status.setText(text)
+
+    def _done(self) -> None:
+        self.run_button.setEnabled(True)
+        self.progress.hide()
+
+    def _finished(self, result: AutoGate) -> None:
+        self._done()
+        p = result.protocol
+        notes = result.notes()
+        self.status.setText(f"{result.sample.name}: protocol {p.name} v{p.version} ({result.why}); "
+                            f"{len(result.tree)} populations in {result.seconds:.1f} s"
+                            + (f"; {len(notes)} note(s): " + "; ".join(notes) if notes else ""))
+        self.grid.refresh()
+
+    def _failed(self, message: str) -> None:
+        self._done()
+        self.status.setText(f"<span style='color:#b00'>{message}</span>")
+        window = self.window()
+        if hasattr(window, "show_error"):
+            window.show_error(message, "Auto-gate")
+
+
+def install(window) -> AutoGatePanel:
+    """Add the "Automated gates" dock and Gates > Auto-gate (Ctrl+G) to the main window."""
+    panel = AutoGatePanel(window.model)
+    dock = QtWidgets.QDockWidget("Automated gates", window)
+    dock.setObjectName("Automated gates")
+    dock.setWidget(panel)
+    window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    window.resizeDocks([dock], [520], QtCore.Qt.Orientation.Horizontal)
+    menu = next((a.menu() for a in window.menuBar().actions() if a.text().replace("&", "") == "Gates"), None)
+    menu = menu or window.menuBar().addMenu("&Gates")
+    act = QtGui.QAction("&Auto-gate current sample", window)
+    act.setShortcut(QtGui.QKeySequence("Ctrl+G"))
+    act.triggered.connect(lambda *_: panel.start())
+    menu.insertAction(menu.actions()[0] if menu.actions() else None, act)
+    window.autogate = panel
+    window.act_autogate = act
+    return panel
