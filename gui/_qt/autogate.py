@@ -27,7 +27,7 @@ from gating.gates import points_in_polygon
 AUTO = "auto (by tube)"
 GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=2.5)
-COLUMNS = 3
+PLOT_WIDTH, PLOT_HEIGHT = 250, 220  # pixels per small plot; the grid has as many columns as fit
 
 
 class _Signals(QtCore.QObject):
@@ -160,7 +160,8 @@ class _StepPlot(pg.PlotItem):
 
 
 class GateGrid(pg.GraphicsLayoutWidget):
-    """Every drawable gating step of the current sample's tree, three plots a row.
+    """Every drawable gating step of the current sample's tree, as many plots a row as fit
+    (it sits in a scroll area: its height grows with the number of rows).
 
     Redraws (coalesced: at most once per event-loop pass after a burst of changes) when the
     gates, the sample or the selection change. ``plots`` holds the shown steps.
@@ -173,6 +174,7 @@ class GateGrid(pg.GraphicsLayoutWidget):
         self.model = model
         self.setBackground("w")
         self.plots: list[_StepPlot] = []
+        self.columns = 2
         self.not_drawn: dict = {}
         self._steps_key = None
         self._timer = QtCore.QTimer(self)
@@ -222,12 +224,26 @@ class GateGrid(pg.GraphicsLayoutWidget):
 
     def _rebuild(self, steps) -> None:
         self.clear()
-        self.plots = []
+        self.plots = [_StepPlot(self, step) for step in steps or []]
         self._steps_key = None
-        for k, step in enumerate(steps or []):
-            item = _StepPlot(self, step)
-            self.addItem(item, row=k // COLUMNS, col=k % COLUMNS)
-            self.plots.append(item)
+        self._place()
+
+    def _place(self) -> None:
+        """Lay the plots out in rows of ``columns``; the widget is as tall as its rows."""
+        for item in self.plots:
+            if item.scene() is not None:
+                self.ci.removeItem(item)
+        for k, item in enumerate(self.plots):
+            self.addItem(item, row=k // self.columns, col=k % self.columns)
+        rows = -(-len(self.plots) // self.columns)
+        self.setMinimumHeight(max(rows, 1) * PLOT_HEIGHT)
+
+    def fit_columns(self, width: int) -> None:
+        """Columns for a viewport ``width`` pixels wide (called by the scroll area on resize)."""
+        columns = max(1, width // PLOT_WIDTH)
+        if columns != self.columns:
+            self.columns = columns
+            self._place()
 
     def _draw(self, item: _StepPlot, result, source, transforms) -> None:
         step, selected = item.step, tuple(self.model.selected)
@@ -280,6 +296,21 @@ class GateGrid(pg.GraphicsLayoutWidget):
             item.enableAutoRange(axis="y")
 
 
+class _GridScroll(QtWidgets.QScrollArea):
+    """Vertical scrolling for the grid; its width decides the number of columns."""
+
+    def __init__(self, grid: GateGrid):
+        super().__init__()
+        self.grid = grid
+        self.setWidget(grid)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def resizeEvent(self, ev):
+        self.grid.fit_columns(self.viewport().width())
+        super().resizeEvent(ev)
+
+
 class AutoGatePanel(QtWidgets.QWidget):
     """Protocol choice, the Auto-gate button with a busy indicator, and the gate grid."""
 
@@ -302,6 +333,7 @@ class AutoGatePanel(QtWidgets.QWidget):
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
         self.grid = GateGrid(model)
+        self.scroll = _GridScroll(self.grid)
         top = QtWidgets.QHBoxLayout()
         top.addWidget(QtWidgets.QLabel("Protocol"))
         top.addWidget(self.protocol)
@@ -312,7 +344,7 @@ class AutoGatePanel(QtWidgets.QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
         lay.addWidget(self.status)
-        lay.addWidget(self.grid, 1)
+        lay.addWidget(self.scroll, 1)
         self.protocol.currentIndexChanged.connect(self._protocol_changed)
         self.run_button.clicked.connect(self.start)
         c = self.controller
@@ -362,7 +394,8 @@ def install(window) -> AutoGatePanel:
     dock.setObjectName("Automated gates")
     dock.setWidget(panel)
     window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
-    window.resizeDocks([dock], [520], QtCore.Qt.Orientation.Horizontal)
+    # two plot columns wide; applied once the window has its size (before that Qt ignores it)
+    QtCore.QTimer.singleShot(0, window, lambda: window.resizeDocks([dock], [2 * PLOT_WIDTH + 40], QtCore.Qt.Orientation.Horizontal))
     menu = next((a.menu() for a in window.menuBar().actions() if a.text().replace("&", "") == "Gates"), None)
     menu = menu or window.menuBar().addMenu("&Gates")
     act = QtGui.QAction("&Auto-gate current sample", window)

@@ -188,6 +188,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
+        from . import autogate, session_actions  # workstation (issue 11): auto-gate dock, sessions, exports
+        autogate.install(self)
+        session_actions.install(self)
 
     # ---- layout helpers ---------------------------------------------------
     def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:

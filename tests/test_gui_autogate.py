@@ -1,0 +1,228 @@
+"""Auto-gate in the viewer (gui/_qt/autogate.py, cd7flow/workstation/autogate.py), offscreen.
+
+Reference: the CLI. ``cd7flow autogate FILE --gatingml G.xml --membership M.csv`` is run
+in-process (typer's CliRunner); ``cd7flow gate FILE --gates G.xml --stats S.csv`` re-applies
+those gates and gives every population's count; the membership CSV's column sums give the
+protocol populations' counts. The viewer's tree must show exactly these numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test extra)")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from cd7flow.cli import app as cli_app  # noqa: E402
+from cd7flow.io.fcs_read import read_fcs  # noqa: E402
+from cd7flow.workstation.autogate import (  # noqa: E402
+    backgated, choose_protocol, gate_plots, plot_density, plot_histogram,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "sample_fcs"
+SCREENING = DEMO / "P01_screening_BM.fcs"
+BLASTS = ("time_clean", "cells", "singlets", "viable", "blasts")
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory) -> dict[str, dict]:
+    """Counts ``cd7flow autogate`` + ``cd7flow gate`` report for the screening tube."""
+    out = tmp_path_factory.mktemp("cli")
+    runner = CliRunner()
+    gml, members, stats = out / "auto.xml", out / "members.csv", out / "stats.csv"
+    r = runner.invoke(cli_app, ["autogate", str(SCREENING), "--gatingml", str(gml), "--membership", str(members)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli_app, ["gate", str(SCREENING), "--gates", str(gml), "--stats", str(stats)])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(stats)
+    counts = table[table.statistic == "count"]
+    by_path = {tuple(p.strip("/").split("/")) if p != "/" else (): int(v) for p, v in zip(counts.population, counts.value)}
+    membership = pd.read_csv(members)
+    return {"paths": by_path, "populations": {c: int(membership[c].sum()) for c in membership.columns}}
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch):
+    from gui.app import create_window
+
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
+                        staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
+    w = create_window()
+    w.errors_shown = shown
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def _autogate(window, qtbot):
+    """Click Auto-gate and wait for the worker; returns the AutoGate result."""
+    panel = window.autogate
+    with qtbot.waitSignal(panel.controller.sigFinished, timeout=120_000) as blocker:
+        panel.run_button.click()
+        assert panel.controller.busy and not panel.run_button.isEnabled() and panel.progress.isVisible()
+    assert panel.run_button.isEnabled() and not panel.progress.isVisible()
+    return blocker.args[0]
+
+
+# ---------------------------------------------------------------- protocol choice (Qt-free)
+@pytest.mark.parametrize("name, protocol", [
+    ("P01_screening_BM.fcs", "screening"), ("P01_FMO-CD7_BM.fcs", "screening"),
+    ("P01_CAR_PB_D014.fcs", "car"), ("P01_MRD_BM_D028.fcs", "car"),
+])
+def test_protocol_follows_the_tube(name, protocol):
+    assert choose_protocol(read_fcs(DEMO / name))[0] == protocol
+
+
+def test_unknown_tube_gets_generic_gates():
+    s = read_fcs(SCREENING)
+    for key in ("TUBE NAME", "$SMNO", "$FIL"):
+        s.metadata[key] = "specimen 12"
+    s.path = None
+    assert choose_protocol(s) == ("leukocytes", "tube kind unknown: generic leukocyte gates")
+    assert choose_protocol(s, tube="car")[0] == "car"  # a manifest's tube wins
+
+
+# ---------------------------------------------------------------- the window
+def test_autogate_tree_counts_equal_the_cli(window, qtbot, cli_reference):
+    assert window.open_paths([SCREENING]) == 1
+    result = _autogate(window, qtbot)
+    assert result.protocol.name == "screening"
+    rows = {r.path: r.count for r in window.model.populations()}
+    # every population in the tree, the root included, has the count `cd7flow gate` gives for
+    # the gates `cd7flow autogate` wrote
+    assert rows == cli_reference["paths"]
+    assert len(rows) == 17 and rows[BLASTS] == 13_795
+    # the tree widget shows the same numbers
+    for path, n in rows.items():
+        assert window.populations.count_text(path) == str(n)
+    # and the protocol's named populations match `cd7flow autogate --membership`
+    by_name = {p[-1]: n for p, n in rows.items() if p}
+    assert {k: by_name[k] for k in cli_reference["populations"]} == cli_reference["populations"]
+    # every gate is marked automated, none adjusted
+    assert all(window.model.is_automated(p) and not window.model.is_manually_adjusted(p)
+               for p in rows if p and p[-1] in by_name and window.model.entry_at(p) is not None)
+    assert window.errors_shown == []
+
+
+def test_each_gating_step_has_its_own_plot_in_protocol_dimensions(window, qtbot):
+    window.open_paths([SCREENING])
+    _autogate(window, qtbot)
+    grid = window.autogate.grid
+    grid.refresh()
+    steps = [item.step for item in grid.plots]
+    names = [[g.name for g in s.gates] for s in steps]
+    assert names[:5] == [["time_clean"], ["cells"], ["singlets"], ["viable"],
+                         ["blasts", "lymphocytes", "monocytes", "granulocytes"]]
+    cd45 = steps[4]
+    assert [d.channel for d in cd45.dimensions] == ["BV510-A", "SSC-A"]  # CD45 x SSC, as the protocol gates it
+    assert cd45.dimensions[0].transform == "logicle_BV510-A" and cd45.dimensions[1].transform is None
+    # the protocol's own logicle (W fitted per channel) is the one the plot uses
+    xf = window.model.strategy().transforms["logicle_BV510-A"]
+    assert xf.params() == window.autogate.controller.last.strategy.transforms["logicle_BV510-A"].params()
+    # boolean gates have no geometry: named, not drawn
+    assert set(p[-1] for p in grid.not_drawn) == {"blasts_refined", "t_nk_cells", "cd45_ssc"}
+
+
+def test_backgating_highlights_the_selected_population_in_its_ancestors(window, qtbot):
+    window.open_paths([SCREENING])
+    _autogate(window, qtbot)
+    m = window.model
+    m.select(BLASTS)
+    grid = window.autogate.grid
+    grid.refresh()
+    result, source = m.result(), m.source()
+    blasts = int(np.count_nonzero(result.mask(BLASTS)))
+    assert blasts == 13_795
+    seen = 0
+    for item in grid.plots:
+        step = item.step
+        if len(step.dimensions) == 2:
+            rgba, base, high = plot_density(step, result, source, BLASTS)
+        else:
+            _, base, high = plot_histogram(step, result, source, BLASTS)
+        if backgated(step, BLASTS):
+            seen += 1
+            # every blast inside the axis limits is painted; outside limits nothing is invented
+            x = np.asarray(source.values(step.dimensions[0]))[result.mask(BLASTS)]
+            inside = (x >= step.ranges[0][0]) & (x <= step.ranges[0][1])
+            if len(step.dimensions) == 2:
+                y = np.asarray(source.values(step.dimensions[1]))[result.mask(BLASTS)]
+                inside &= (y >= step.ranges[1][0]) & (y <= step.ranges[1][1])
+                red = (rgba[..., 0] == 255 - round((255 - 225) * 1.0)) | (high > 0)
+                assert np.array_equal(high > 0, red & (high > 0))
+            assert int(high.sum()) == int(inside.sum()) > 0.99 * blasts
+        else:
+            assert not high.any()
+    # time_clean (on all events), cells, singlets, viable, CD45/SSC, and the blasts' own refinement steps
+    assert seen == 7
+    lymph_steps = [i for i in grid.plots if i.step.parent == BLASTS[:-1] + ("lymphocytes",)]
+    assert lymph_steps and not any(backgated(i.step, BLASTS) for i in lymph_steps)
+
+
+def test_clicking_inside_a_gate_selects_its_population(window, qtbot):
+    window.open_paths([SCREENING])
+    _autogate(window, qtbot)
+    grid = window.autogate.grid
+    grid.refresh()
+    item = next(i for i in grid.plots if [g.name for g in i.step.gates][:1] == ["blasts"])
+    blast_gate = item.step.gates[0]
+    centre = blast_gate.outline[:-1].mean(axis=0)
+
+    class Click:  # the event pyqtgraph hands to mouseClickEvent
+        def __init__(self, scene_pos):
+            self._pos = scene_pos
+
+        def button(self):
+            from PySide6 import QtCore
+
+            return QtCore.Qt.MouseButton.LeftButton
+
+        def scenePos(self):
+            return self._pos
+
+        def accept(self):
+            pass
+
+    from PySide6 import QtCore
+
+    scene_pos = item.getViewBox().mapViewToScene(QtCore.QPointF(*centre))
+    item.mouseClickEvent(Click(scene_pos))
+    assert window.model.selected == BLASTS
+
+
+def test_switching_protocol_refits(window, qtbot):
+    from cd7flow.assays.protocol_gating import run_protocol_gates
+    from cd7flow.protocol import load_protocol
+
+    window.open_paths([SCREENING])
+    panel = window.autogate
+    panel.protocol.setCurrentIndex(panel.protocol.findData("leukocytes"))
+    result = _autogate(window, qtbot)
+    assert result.protocol.name == "leukocytes" and result.why == "chosen by the user"
+    ref = run_protocol_gates(read_fcs(SCREENING), load_protocol("leukocytes"))
+    expected = {pop.path: ref.result.count(pop.path) for pop in ref.tree.populations()}
+    got = {r.path: r.count for r in window.model.populations() if r.path}
+    assert got == expected
+
+
+def test_a_sample_the_protocol_cannot_gate_is_a_clear_message(window, qtbot, tmp_path):
+    from cd7flow.io.fcs_write import write_fcs
+
+    s = read_fcs(SCREENING)
+    bad = tmp_path / "no_cd45_screening.fcs"  # the CD45 label left out of $PnS: the protocol cannot find it
+    write_fcs(bad, s, markers=["" if m == "CD45" else m for m in s.markers])
+    window.open_paths([bad])
+    panel = window.autogate
+    panel.protocol.setCurrentIndex(panel.protocol.findData("screening"))
+    with qtbot.waitSignal(panel.controller.sigFailed, timeout=120_000) as blocker:
+        panel.run_button.click()
+    assert str(bad) in blocker.args[0] and "CD45" in blocker.args[0]
+    assert window.errors_shown and window.errors_shown[-1][0] == "Auto-gate"
+    assert window.model.n_gates == 0 and panel.run_button.isEnabled()
