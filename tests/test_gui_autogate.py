@@ -81,10 +81,11 @@ def test_protocol_follows_the_tube(name, protocol):
 
 
 def test_unknown_tube_gets_generic_gates():
-    s = read_fcs(SCREENING)
-    for key in ("TUBE NAME", "$SMNO", "$FIL"):
-        s.metadata[key] = "specimen 12"
-    s.path = None
+    from cd7flow.sample import CaseInsensitiveDict, Sample
+
+    t = read_fcs(SCREENING)
+    words = {**dict(t.metadata.items()), "TUBE NAME": "specimen 12", "$SMNO": "specimen 12", "$FIL": "specimen 12"}
+    s = Sample(t.events, t.channels, t.markers, CaseInsensitiveDict(words), t.ranges, t.spillover)
     assert choose_protocol(s) == ("leukocytes", "tube kind unknown: generic leukocyte gates")
     assert choose_protocol(s, tube="car")[0] == "car"  # a manifest's tube wins
 
@@ -155,13 +156,17 @@ def test_backgating_highlights_the_selected_population_in_its_ancestors(window, 
             if len(step.dimensions) == 2:
                 y = np.asarray(source.values(step.dimensions[1]))[result.mask(BLASTS)]
                 inside &= (y >= step.ranges[1][0]) & (y <= step.ranges[1][1])
-                red = (rgba[..., 0] == 255 - round((255 - 225) * 1.0)) | (high > 0)
-                assert np.array_equal(high > 0, red & (high > 0))
+                rgb = rgba[..., :3].astype(int)
+                red = (rgb[..., 0] - rgb[..., 1] > 40) & (rgb[..., 0] - rgb[..., 2] > 40)
+                grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2]) & (rgba[..., 3] == 255)
+                assert np.array_equal(red, high > 0)  # blasts' bins red, every one of them
+                assert np.array_equal(grey, (base > 0) & (high == 0))  # the other parent events grey
             assert int(high.sum()) == int(inside.sum()) > 0.99 * blasts
         else:
             assert not high.any()
-    # time_clean (on all events), cells, singlets, viable, CD45/SSC, and the blasts' own refinement steps
-    assert seen == 7
+    # the plots of the blasts' ancestors: time_clean (all events), cells, singlets, viable, CD45/SSC;
+    # the blasts' own refinement plots show only blasts, the lymphocytes' plots no blast at all
+    assert seen == 5
     lymph_steps = [i for i in grid.plots if i.step.parent == BLASTS[:-1] + ("lymphocytes",)]
     assert lymph_steps and not any(backgated(i.step, BLASTS) for i in lymph_steps)
 

@@ -127,3 +127,110 @@ def test_sample_made_in_memory_cannot_be_saved(fitted):
     mem = Sample(np.asarray(s.events), s.channels, s.markers, s.metadata, s.ranges)
     with pytest.raises(CD7FlowError, match="made in memory"):
         sample_entry(mem)
+
+
+# ---------------------------------------------------------------- through the window (pytest-qt)
+def _window(qtbot, monkeypatch):
+    pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
+    pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test extra)")
+    from PySide6 import QtWidgets
+
+    from gui.app import create_window
+
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
+                        staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
+    w = create_window()
+    w.errors_shown = shown
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+BLASTS = ("time_clean", "cells", "singlets", "viable", "blasts")
+
+
+def _worked_window(qtbot, monkeypatch, study):
+    """Two tubes open, the screening tube auto-gated, its blast gate dragged, a view chosen."""
+    from gating.gates import PolygonGate
+
+    w = _window(qtbot, monkeypatch)
+    w.open_paths([str(p) for p in study.values()])
+    m = w.model
+    m.set_current(0)
+    w.autogate.controller.run_now()
+    fitted_blasts = m.population_count(BLASTS)[0]
+    g = m.gate_at(BLASTS)
+    m.replace_gate(BLASTS, PolygonGate(g.id, g.dimensions, np.asarray(g.vertices) + [0.03, 0.0]))
+    assert m.is_manually_adjusted(BLASTS) and len(m.edit_log) == 1
+    assert m.population_count(BLASTS)[0] != fitted_blasts
+    m.set_axes(x="CD7", y="CD3")
+    m.set_compensated(True)
+    m.select(BLASTS)
+    return w
+
+
+def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(qtbot, monkeypatch, study, tmp_path):
+    from cd7flow.viewer.history import gate_geometry
+
+    w = _worked_window(qtbot, monkeypatch, study)
+    m = w.model
+    out = w.session_actions.save_to(tmp_path / "work.cd7session.json")
+    assert not m.dirty
+    fresh = _window(qtbot, monkeypatch)
+    assert fresh.session_actions.open(out) is fresh
+    r = fresh.model
+    assert [s.path for s in r.samples] == [s.path for s in m.samples]
+    assert r.current_index == m.current_index == 0
+    before = {row.path: row.count for row in m.populations()}
+    after = {row.path: row.count for row in r.populations()}
+    # independent reference: the saved window's gates applied afresh by the engine (`cd7flow gate`'s path)
+    engine = m.strategy().apply(m.sample)
+    assert after == {(): 25_000, **{pop.path: engine.count(pop.path) for pop in engine.tree.populations()}}
+    assert after == before and after[BLASTS] == m.population_count(BLASTS)[0]
+    for pop in m.tree().populations():
+        path = pop.parent_path + (pop.gate.id,)
+        assert gate_geometry(r.gate_at(path)) == gate_geometry(m.gate_at(path))
+        assert r.is_automated(path) == m.is_automated(path)
+        assert r.is_manually_adjusted(path) == m.is_manually_adjusted(path)
+    assert r.is_manually_adjusted(BLASTS) and not r.is_manually_adjusted(BLASTS[:-1])
+    assert r.edit_log == m.edit_log
+    assert r.view_state() == m.view_state()
+    assert r.selected == BLASTS and (r.x_channel, r.y_channel) == (m.x_channel, m.y_channel)
+    # the population tree widget of the new window shows the reloaded counts
+    assert fresh.populations.count_text(BLASTS) == str(before[BLASTS])
+    assert w.errors_shown == [] and fresh.errors_shown == []
+
+
+def test_opening_a_session_whose_file_moved_names_it_and_loads_nothing(qtbot, monkeypatch, study, tmp_path):
+    w = _worked_window(qtbot, monkeypatch, study)
+    out = w.session_actions.save_to(tmp_path / "work.json")
+    moved = study["P01_CAR_PB_D014.fcs"]
+    moved.rename(tmp_path / "moved.fcs")
+    fresh = _window(qtbot, monkeypatch)
+    fresh._run(fresh.session_actions.open, out)
+    assert len(fresh.errors_shown) == 1
+    assert fresh.errors_shown[0][1].startswith(f"{moved}: is missing (moved or deleted)")
+    assert fresh.model.samples == [] and fresh.model.n_gates == 0
+
+
+def test_all_four_exports_are_in_the_file_menu(qtbot, monkeypatch, study, tmp_path):
+    from PySide6 import QtWidgets
+
+    w = _worked_window(qtbot, monkeypatch, study)
+    texts = [a.text().replace("&", "") for a in w.session_actions.export_menu.actions()]
+    assert texts == ["Gates as Gating-ML 2.0...", "Plot as PNG...", "Plot as SVG...", "Statistics as CSV...",
+                     "Population as FCS..."]
+    assert all(a.isEnabled() for a in w.session_actions.export_menu.actions())
+    names = iter([str(tmp_path / n) for n in ("gates.xml", "plot.png", "plot.svg", "stats.csv", "blasts.fcs")])
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (next(names), "")))
+    for act in w.session_actions.export_menu.actions():
+        act.trigger()
+    assert w.errors_shown == []
+    assert read_fcs(tmp_path / "blasts.fcs").n_events == w.model.population_count(BLASTS)[0]
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "plot.svg").read_bytes()[:2000]
+    from cd7flow.io.gatingml import read_gatingml
+
+    assert BLASTS in {p.path for p in read_gatingml(tmp_path / "gates.xml").tree.populations()}
+    assert (tmp_path / "stats.csv").stat().st_size > 0

@@ -116,6 +116,9 @@ class AutoGateController(QtCore.QObject):
             self._apply(result)
         except CD7FlowError as exc:
             self.sigFailed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the busy indicator must stop and the user must know
+            self.sigFailed.emit(f"{result.sample.name}: the fitted gates could not be shown: {type(exc).__name__}: {exc}")
+            raise
 
     def _failed(self, job: int, message: str) -> None:
         self._running.pop(job, None)
@@ -123,7 +126,9 @@ class AutoGateController(QtCore.QObject):
             self.sigFailed.emit(message)
 
     def _apply(self, result: AutoGate) -> None:
-        self.model.set_tree(result.strategy, automated=True, source=result.provenance())
+        p, strategy = result.protocol, result.strategy
+        self.model.set_tree(strategy.tree, automated=True, source=f"{p.name} v{p.version}",
+                            transforms=strategy.transforms, compensations=strategy.compensations)
         self.last = result
         self.sigFinished.emit(result)
 

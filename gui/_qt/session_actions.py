@@ -20,34 +20,50 @@ SESSION_FILTER = "cd7flow session (*.cd7session.json *.json);;All files (*)"
 SESSION_SUFFIX = ".cd7session.json"
 
 
-def plot_scene(window):
-    """The graphics scene of the window's plot area (every plot of the layout)."""
+def plot_widget(window):
+    """The graphics view of the window's plot area (with every plot of its layout)."""
     import pyqtgraph as pg
 
     view = window.plot_view
     if isinstance(view, pg.GraphicsView):
-        return view.scene()
+        return view
     views = view.findChildren(pg.GraphicsView)
     if not views:
         raise CD7FlowError("there is no plot to export")
-    return views[0].scene()
+    return views[0]
 
 
-def export_plot(scene_or_item, path: str | Path) -> Path:
-    """Write a plot (a pyqtgraph item or a whole scene) as PNG or SVG (by suffix), atomically."""
-    import pyqtgraph.exporters as exporters
+def export_plot(view, path: str | Path) -> Path:
+    """Write what a pyqtgraph GraphicsView shows as PNG or SVG (by suffix), atomically.
 
+    PNG: pyqtgraph's ImageExporter of the view's scene. SVG: Qt's own SVG generator painting
+    the view (lines and text as vectors, density images embedded): pyqtgraph 0.13's
+    SVGExporter cannot read back the paths Qt 6 writes (pyqtgraph issue #3485).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".svg":
-        data = exporters.SVGExporter(scene_or_item).export(toBytes=True)
-        data = bytes(data) if not isinstance(data, str) else data.encode("utf-8")
+        from PySide6 import QtCore, QtGui, QtSvg
+
+        buf = QtCore.QBuffer()
+        buf.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
+        gen = QtSvg.QSvgGenerator()
+        gen.setOutputDevice(buf)
+        gen.setSize(view.size())
+        gen.setViewBox(QtCore.QRect(QtCore.QPoint(0, 0), view.size()))
+        gen.setTitle(path.stem)
+        painter = QtGui.QPainter(gen)
+        try:
+            view.render(painter)
+        finally:
+            painter.end()
+        data = bytes(buf.data())
     elif suffix == ".png":
+        import pyqtgraph.exporters as exporters
+
         from .screenshot import png_bytes
 
-        exporter = exporters.ImageExporter(scene_or_item)
-        exporter.parameters()["antialias"] = True
-        data = png_bytes(exporter.export(toBytes=True))
+        data = png_bytes(exporters.ImageExporter(view.scene()).export(toBytes=True))
     else:
         raise CD7FlowError(f"{path}: a plot is exported as .png or .svg")
     with atomic_output(path, "wb") as fh:
@@ -166,7 +182,7 @@ class SessionActions:
         if path:
             if not path.lower().endswith(suffix):
                 path += suffix
-            out = export_plot(plot_scene(self.window), path)
+            out = export_plot(plot_widget(self.window), path)
             self.window.statusBar().showMessage(f"wrote {out}", 8000)
 
 
