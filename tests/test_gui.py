@@ -1,4 +1,4 @@
-"""Offscreen tests of the desktop viewer (gui/) and its Qt-free model (cd7flow/viewmodel.py).
+"""Offscreen tests of the desktop viewer (gui/) and its Qt-free model (cd7flow/viewer/).
 
 References are independent of the code under test: event values come back through
 flowio, transforms through flowutils, gate membership through plain numpy or
@@ -19,7 +19,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test ext
 
 from cd7flow.errors import CD7FlowError  # noqa: E402
 from cd7flow.io.fcs_write import write_fcs  # noqa: E402
-from cd7flow.viewmodel import MAX_DISPLAY_DOTS, ViewerModel  # noqa: E402
+from cd7flow.viewer import MAX_DISPLAY_DOTS, ViewerModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHANNELS = ["FSC-A", "SSC-A", "FL1-A", "FL2-A", "Time"]
@@ -70,10 +70,22 @@ def window(qtbot, monkeypatch):
     return w
 
 
-def _logicle(x: np.ndarray, t: float) -> np.ndarray:
+def _protocol_w(values: np.ndarray, t: float = 262144, m: float = 4.5) -> float:
+    """Logicle W as the protocols estimate it (Parks 2006 eq. 12), recomputed by hand:
+    W = (M - log10(T / |r|)) / 2, r = 5th percentile of the negative values; 0.5 with < 1% negatives."""
+    v = np.asarray(values, np.float64)
+    neg = v[v < 0]
+    if neg.size < max(10, 0.01 * v.size):
+        return 0.5
+    return float(np.clip((m - np.log10(t / abs(np.percentile(neg, 5)))) / 2, 0, m / 2))
+
+
+def _logicle(x: np.ndarray, t: float, w: float | None = None) -> np.ndarray:
+    """flowutils' logicle with the viewer's W (the protocols' estimate from the same values)."""
     import flowutils.transforms as fu
 
-    return fu.logicle(np.asarray(x, np.float64).reshape(-1, 1), [0], t=t, m=4.5, w=0.5, a=0).ravel()
+    w = _protocol_w(x, t) if w is None else w
+    return fu.logicle(np.asarray(x, np.float64).reshape(-1, 1), [0], t=t, m=4.5, w=w, a=0).ravel()
 
 
 # ---------------------------------------------------------------- opening and axes
@@ -102,11 +114,14 @@ def test_axes_resolve_markers_like_the_cli(window, fcs_file):
 def test_switching_channels_and_transforms_through_the_widgets(window, fcs_file, raw_events):
     window.open_paths([fcs_file])
     c = window.controls
+    c.compensate.setChecked(False)
     c.x_channel.setCurrentIndex(c.x_channel.findData("FL1-A"))
     c.y_channel.setCurrentIndex(c.y_channel.findData("FL2-A"))
     m = window.model
     assert (m.x_channel, m.y_channel) == ("FL1-A", "FL2-A")
     assert "FL1-A (CD7)" in window.plot_view.plot.getPlotItem().getAxis("bottom").labelText
+    assert (m.x_transform, m.y_transform) == ("logicle", "logicle")  # fluorescence default
+    assert m.axis_transform("x").params()["w"] == pytest.approx(_protocol_w(raw_events[:, 2]), abs=1e-12)
     np.testing.assert_allclose(m.values("x"), _logicle(raw_events[:, 2], 262144), atol=1e-6)
     c.x_transform.setCurrentText("linear")
     assert m.x_transform == "linear"
@@ -124,7 +139,7 @@ def test_switching_channels_and_transforms_through_the_widgets(window, fcs_file,
 
 
 def test_display_subset_is_capped_but_counts_use_all_events(monkeypatch):
-    import cd7flow.viewmodel as vm
+    import cd7flow.viewer.model as vm
     from cd7flow.sample import CaseInsensitiveDict, Sample
 
     monkeypatch.setattr(vm, "MAX_DISPLAY_DOTS", 1000)
@@ -155,6 +170,7 @@ def test_rectangle_gate_count_shown_equals_gating_engine(window, fcs_file, raw_e
 
     window.open_paths([fcs_file])
     m = window.model
+    m.set_compensated(False)
     m.set_axes(x="FSC-A", y="SSC-A", x_transform="linear", y_transform="linear")
     path = m.add_rectangle_gate(40e3, 90e3, 5e3, 40e3, name="Lymphs")
     shown = int(window.populations.count_text(path))
@@ -230,6 +246,7 @@ def test_gate_drawn_with_the_mouse_tools(window, qtbot, fcs_file, raw_events):
 def test_histogram_mode_and_range_gate(window, fcs_file, raw_events):
     window.open_paths([fcs_file])
     m = window.model
+    m.set_compensated(False)
     m.set_axes(x="FL1-A", x_transform="logicle")
     window.controls.mode.setCurrentText("histogram")
     assert m.plot_mode == "histogram"
@@ -263,7 +280,10 @@ def test_compensation_toggle_uses_the_files_matrix(window, fcs_file, raw_events)
     window.open_paths([fcs_file])
     m = window.model
     assert window.controls.compensate.isEnabled()
+    assert m.compensated and window.controls.compensate.isChecked()  # on by default: the file has a matrix
     m.set_axes(x="FL1-A", y="FL2-A", x_transform="linear", y_transform="linear")
+    window.controls.compensate.setChecked(False)
+    np.testing.assert_array_equal(m.values("x"), raw_events[:, 2])
     window.controls.compensate.setChecked(True)
     assert m.compensated
     ref = raw_events[:, [2, 3]] @ np.linalg.inv(SPILL)
@@ -337,6 +357,7 @@ def test_export_statistics_csv(window, fcs_file, raw_events, tmp_path, monkeypat
 
     window.open_paths([fcs_file])
     m = window.model
+    m.set_compensated(False)
     m.set_axes(x="FSC-A", y="SSC-A", x_transform="linear", y_transform="linear")
     m.add_rectangle_gate(40e3, 90e3, 5e3, 40e3, name="Lymphs")
     out = tmp_path / "stats.csv"
@@ -347,7 +368,7 @@ def test_export_statistics_csv(window, fcs_file, raw_events, tmp_path, monkeypat
     keep = (x >= 40e3) & (x < 90e3) & (y >= 5e3) & (y < 40e3)
     lymph = table[table.population == "/Lymphs"]
     assert lymph[lymph.statistic == "count"].value.item() == keep.sum()
-    med = lymph[(lymph.statistic == "median") & (lymph.channel == "FL1-A")].value.item()
+    med = lymph[(lymph.statistic == "median") & (lymph.channel == "CD7 (FL1-A)")].value.item()
     assert med == pytest.approx(np.median(raw_events[keep, 2]), rel=1e-6)
     # the table widget shows the same median for the selected population
     m.select(("Lymphs",))
@@ -418,7 +439,7 @@ def test_core_packages_never_import_qt():
         for pkg in (cd7flow, gating):
             for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
                 importlib.import_module(info.name)
-        import cd7flow.viewmodel, cd7flow.cli
+        import cd7flow.viewer, cd7flow.cli
         qt = sorted(m for m in sys.modules if m.split(".")[0] in
                     ("PySide6", "PySide2", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "qtpy"))
         print("QT:" + ",".join(qt))
@@ -491,16 +512,20 @@ def test_quadrant_and_ellipse_gates_are_drawn_with_their_geometry(window, shared
     m.load_gatingml(ref / "gml" / "gml_ellipse1_gate.xml")
     assert ("Ellipse1",) not in view.overlays and any("Ellipse1" in r for r in view.not_drawn)
     assert "Ellipse1" in window.statusBar().currentMessage()
-    m.set_axes(x="FL4-H", y="FL3-H")  # the gate lists FL3-H first: drawn swapped
+    m.set_axes(x="FL4-H", y="FL3-H", x_transform="linear", y_transform="linear")  # the gate lists FL3-H first: drawn swapped
     curve = next(i for i in view.overlays[("Ellipse1",)] if isinstance(i, pg.PlotCurveItem))
     x, y = curve.getData()
     d = np.column_stack([y, x]) - [12.99701, 16.22941]  # back to the gate's (FL3-H, FL4-H) order
     inv = np.linalg.inv([[62.5, 37.5], [37.5, 62.5]])
     np.testing.assert_allclose(np.einsum("ni,ij,nj->n", d, inv, d), 1.0, rtol=1e-9)
     assert np.ptp(d[:, 0]) == pytest.approx(2 * np.sqrt(62.5), rel=1e-3)  # spans the whole ellipse
+    # on another scale the gate stays visible, re-projected through both transforms (marked as such)
     m.set_axes(x_transform="logicle")
-    assert ("Ellipse1",) not in view.overlays
-    assert any("transform" in r and "Ellipse1" in r for r in view.not_drawn)
+    curve = next(i for i in view.overlays[("Ellipse1",)] if isinstance(i, pg.PlotCurveItem))
+    x2, y2 = curve.getData()
+    np.testing.assert_allclose(m.axis_transform("x").inverse(x2), x, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(y2, y)
+    assert "re-projected" in m.overlay(("Ellipse1",)).note
 
 
 def test_stored_float32_channels_are_not_cached_as_float64(fcs_file):

@@ -32,10 +32,19 @@ TUBES = ["P01_screening_BM.fcs", "P02_screening_BM.fcs", "P01_FMO-CD7_BM.fcs",
          "P03_MRD_BM_D028.fcs", "P01_CAR_PB_D007.fcs"]
 STEPS = 300
 CHECK_EVERY = 25
-# The viewer's display transforms (cd7flow.viewmodel): logicle W=0.5, M=4.5, A=0 and
-# asinh M=4.5, A=0, with T = the channel's $PnR (262144 in every demo tube).
-LOGICLE = dict(m=4.5, w=0.5, a=0.0)
+# The viewer's display transforms (cd7flow.viewer): the protocols' logicle (M=4.5, A=0, W
+# estimated from the values shown, Parks 2006 eq. 12) and asinh M=4.5, A=0, with T = the
+# channel's $PnR (262144 in every demo tube).
+LOGICLE = dict(m=4.5, a=0.0)
 ASINH = dict(m=4.5, a=0.0)
+
+
+def protocol_w(values: np.ndarray, t: float, m: float = 4.5) -> float:
+    """W = (M - log10(T / |r|)) / 2, r = 5th percentile of the negatives; 0.5 with < 1% negatives."""
+    neg = values[values < 0]
+    if neg.size < max(10, 0.01 * values.size):
+        return 0.5
+    return float(np.clip((m - np.log10(t / abs(np.percentile(neg, 5)))) / 2, 0, m / 2))
 
 
 class Tube:
@@ -55,13 +64,18 @@ class Tube:
         self.compensated[:, idx] = self.events[:, idx] @ np.linalg.inv(matrix)
         self._cache: dict[tuple, np.ndarray] = {}
 
-    def values(self, channel: str, comp: bool, kind: str) -> np.ndarray:
-        key = (channel, comp and channel in self.spill_channels, kind)
+    def linear(self, channel: str, comp: bool) -> np.ndarray:
+        comp = comp and channel in self.spill_channels
+        return (self.compensated if comp else self.events)[:, self.channels.index(channel)]
+
+    def values(self, channel: str, comp: bool, kind: str, w: float | None = None) -> np.ndarray:
+        """A channel on a display scale; a logicle gate keeps the W of the tube it was drawn on."""
+        key = (channel, comp and channel in self.spill_channels, kind, w)
         if key not in self._cache:
-            col = (self.compensated if key[1] else self.events)[:, [self.channels.index(channel)]]
+            col = self.linear(channel, comp)[:, None]
             t = self.ranges[channel]
             if kind == "logicle":
-                col = fu.logicle(col, [0], t=t, **LOGICLE)
+                col = fu.logicle(col, [0], t=t, w=w, **LOGICLE)
             elif kind == "asinh":
                 col = fu.asinh(col, [0], t=t, **ASINH)
             self._cache[key] = col.ravel()
@@ -146,7 +160,13 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
         if x not in gate_channels or (not histogram and y not in gate_channels):
             return
         comp = c.compensate.isChecked()
-        dims = [(x, comp, c.x_transform.currentText())]
+        tube = current_tube()
+
+        def dim(channel, kind):
+            w = protocol_w(tube.linear(channel, comp), tube.ranges[channel]) if kind == "logicle" else None
+            return (channel, comp, kind, w)
+
+        dims = [dim(x, c.x_transform.currentText())]
         (x0, x1), (y0, y1) = vb.viewRange()
         fx = np.sort(rng.uniform(0.05, 0.95, 2))
         fy = np.sort(rng.uniform(0.05, 0.95, 2))
@@ -158,7 +178,7 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
             vb.sigRangeDrawn.emit(float(xs[0]), float(xs[1]))
             geometry = ("rectangle", ([xs[0]], [xs[1]]))
         else:
-            dims.append((y, comp, c.y_transform.currentText()))
+            dims.append(dim(y, c.y_transform.currentText()))
             if kind == "rectangle":
                 c.tool_buttons["rectangle"].setChecked(True)
                 vb.sigRectangleDrawn.emit(float(xs[0]), float(xs[1]), float(ys[0]), float(ys[1]))

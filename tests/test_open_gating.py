@@ -12,7 +12,7 @@ from cd7flow.errors import CD7FlowError, GatingError, GatingMLError, WorkspaceEr
 from cd7flow.io import open_gating
 from cd7flow.io.fcs_read import read_fcs
 from cd7flow.strategy import GatingStrategy
-from cd7flow.viewmodel import ViewerModel
+from cd7flow.viewer import ViewerModel
 
 
 @pytest.fixture(scope="module")

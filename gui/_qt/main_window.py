@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
-from cd7flow.viewmodel import PLOT_MODES, TRANSFORM_KINDS, ViewerModel, path_str
+from cd7flow.viewer import PLOT_MODES, TRANSFORM_KINDS, ViewerModel, path_str
 
 from .panels import PopulationTree, SampleList, StatsTable
 from .plot_view import PlotView
@@ -63,10 +63,12 @@ class AxisControls(QtWidgets.QWidget):
             b.toggled.connect(lambda on, t=tool: self._tool_toggled(t, on))
         layout.addStretch(1)
 
-        self.x_channel.currentIndexChanged.connect(lambda _: self._push())
-        self.y_channel.currentIndexChanged.connect(lambda _: self._push())
-        self.x_transform.currentTextChanged.connect(lambda _: self._push())
-        self.y_transform.currentTextChanged.connect(lambda _: self._push())
+        # a new channel brings its own scale (scatter linear, fluorescence logicle, or the one
+        # chosen for it before); a transform choice applies to that axis only
+        self.x_channel.currentIndexChanged.connect(lambda _: self._push(x=self.x_channel.currentData()))
+        self.y_channel.currentIndexChanged.connect(lambda _: self._push(y=self.y_channel.currentData()))
+        self.x_transform.currentTextChanged.connect(lambda t: self._push(x_transform=t))
+        self.y_transform.currentTextChanged.connect(lambda t: self._push(y_transform=t))
         self.compensate.toggled.connect(self._comp_toggled)
         self.mode.currentTextChanged.connect(self._mode_changed)
         model.events.current.connect(self.refresh)
@@ -102,11 +104,10 @@ class AxisControls(QtWidgets.QWidget):
         finally:
             self._updating = False
 
-    def _push(self):
+    def _push(self, **axes):
         if self._updating or self.model.sample is None:
             return
-        self.model.set_axes(x=self.x_channel.currentData(), y=self.y_channel.currentData(),
-                            x_transform=self.x_transform.currentText(), y_transform=self.y_transform.currentText())
+        self.model.set_axes(**axes)
 
     def _comp_toggled(self, on: bool):
         if not self._updating and self.model.sample is not None:

@@ -6,7 +6,7 @@ import math
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
-from cd7flow.viewmodel import ViewerModel
+from cd7flow.viewer import ViewerModel
 
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
@@ -82,7 +82,8 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 rows = []
             for row in rows:
                 parent = self.items.get(row.path[:-1]) if row.path else None
-                cells = [row.name, f"{row.count:,}", _pct(row.percent_of_parent), _pct(row.percent_of_total)]
+                count = "\u2014" if row.count is None else f"{row.count:,}"
+                cells = [row.name, count, _pct(row.percent_of_parent), _pct(row.percent_of_total)]
                 item = QtWidgets.QTreeWidgetItem(cells)
                 item.setData(0, PATH_ROLE, row.path)
                 for col in (1, 2, 3):

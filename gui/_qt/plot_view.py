@@ -1,6 +1,6 @@
 """The 2-D / 1-D plot: density image or dots, gates as editable ROIs, gate drawing tools.
 
-Draws what the :class:`~cd7flow.viewmodel.ViewerModel` says; a finished drawing or
+Draws what the :class:`~cd7flow.viewer.ViewerModel` says; a finished drawing or
 an edited ROI is handed back to the model (which builds the gate), never evaluated
 here.
 """
@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
-from cd7flow.viewmodel import ViewerModel, path_str
+from cd7flow.viewer import ViewerModel, path_str
 from gating.gates import PolygonGate, RectangleGate
 
 GATE_PEN = pg.mkPen((220, 30, 30), width=2)
@@ -211,7 +211,8 @@ class PlotView(QtWidgets.QWidget):
         label = dict(m.channel_choices()).get(channel, channel)
         comp = " comp" if m.dimension(axis).compensation else ""
         self.plot.setLabel(side, f"{label} [{kind}{comp}]")
-        self.plot.getPlotItem().getAxis(side).setTicks(m.axis_ticks(axis))
+        ticks = m.axis_ticks(axis)
+        self.plot.getPlotItem().getAxis(side).setTicks(None if ticks is None else [ticks, []])
 
     def _clear_rois(self) -> None:
         for roi in self.rois.values():
@@ -239,17 +240,20 @@ class PlotView(QtWidgets.QWidget):
                 self._add_overlay(ov.path, curve, label)
             elif ov.kind == "quadrant":
                 self._draw_quadrant(ov, xr, yr)
-        for path, gate in ((o.path, o.gate) for o in overlays if o.kind == "roi"):
+        for ov in (o for o in overlays if o.kind == "roi"):
+            path, gate = ov.path, ov.gate
             pen = SELECTED_GATE_PEN if m.selected[: len(path)] == path else GATE_PEN
             if isinstance(gate, PolygonGate):
-                roi = pg.PolyLineROI([tuple(v) for v in gate.vertices], closed=True, pen=pen, movable=True)
+                roi = pg.PolyLineROI([tuple(v) for v in ov.plot_vertices()], closed=True, pen=pen, movable=True)
             elif isinstance(gate, RectangleGate) and len(gate.dimensions) == 1:
-                lo = xr[0] if gate.mins[0] is None else gate.mins[0]
-                hi = xr[1] if gate.maxs[0] is None else gate.maxs[0]
+                mins, maxs = ov.plot_bounds()
+                lo = xr[0] if mins[0] is None else mins[0]
+                hi = xr[1] if maxs[0] is None else maxs[0]
                 roi = pg.LinearRegionItem((lo, hi), pen=pen, brush=(255, 140, 0, 40))
             else:
-                lo = [r[0] if v is None else v for v, r in zip(gate.mins, (xr, yr))]
-                hi = [r[1] if v is None else v for v, r in zip(gate.maxs, (xr, yr))]
+                mins, maxs = ov.plot_bounds()
+                lo = [r[0] if v is None else v for v, r in zip(mins, (xr, yr))]
+                hi = [r[1] if v is None else v for v, r in zip(maxs, (xr, yr))]
                 roi = pg.RectROI(lo, [hi[0] - lo[0], hi[1] - lo[1]], pen=pen, movable=True)
             roi.setZValue(50)
             label = pg.TextItem(path[-1], color=pen.color(), anchor=(0, 1))
@@ -292,12 +296,12 @@ class PlotView(QtWidgets.QWidget):
         try:
             if isinstance(roi, pg.LinearRegionItem):
                 lo, hi = roi.getRegion()
-                self.model.edit_gate(path, mins=[lo], maxs=[hi])
+                self.model.edit_gate_on_plot(path, mins=[lo], maxs=[hi])
             elif isinstance(roi, pg.PolyLineROI):
                 pts = [roi.mapToParent(h.pos()) for h in roi.getHandles()]
-                self.model.edit_gate(path, vertices=np.array([(p.x(), p.y()) for p in pts]))
+                self.model.edit_gate_on_plot(path, vertices=np.array([(p.x(), p.y()) for p in pts]))
             else:
                 pos, size = roi.pos(), roi.size()
-                self.model.edit_gate(path, mins=[pos.x(), pos.y()], maxs=[pos.x() + size.x(), pos.y() + size.y()])
+                self.model.edit_gate_on_plot(path, mins=[pos.x(), pos.y()], maxs=[pos.x() + size.x(), pos.y() + size.y()])
         except CD7FlowError as exc:
             self.sigError.emit(str(exc))
