@@ -152,10 +152,10 @@ def test_backgating_highlights_the_selected_population_in_its_ancestors(window, 
             seen += 1
             # every blast inside the axis limits is painted; outside limits nothing is invented
             x = np.asarray(source.values(step.dimensions[0]))[result.mask(BLASTS)]
-            inside = (x >= step.ranges[0][0]) & (x <= step.ranges[0][1])
+            inside = (x >= step.ranges[0][0]) & (x < step.ranges[0][1])
             if len(step.dimensions) == 2:
                 y = np.asarray(source.values(step.dimensions[1]))[result.mask(BLASTS)]
-                inside &= (y >= step.ranges[1][0]) & (y <= step.ranges[1][1])
+                inside &= (y >= step.ranges[1][0]) & (y < step.ranges[1][1])
                 rgb = rgba[..., :3].astype(int)
                 red = (rgb[..., 0] - rgb[..., 1] > 40) & (rgb[..., 0] - rgb[..., 2] > 40)
                 grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2]) & (rgba[..., 3] == 255)
@@ -167,6 +167,16 @@ def test_backgating_highlights_the_selected_population_in_its_ancestors(window, 
     # the plots of the blasts' ancestors: time_clean (all events), cells, singlets, viable, CD45/SSC;
     # the blasts' own refinement plots show only blasts, the lymphocytes' plots no blast at all
     assert seen == 5
+    # the window draws those pictures (computed on the grid's worker thread)
+    import pyqtgraph as pg
+
+    grid.wait()
+    cd45 = next(i for i in grid.plots if len(i.step.gates) == 4)
+    images = [x for x in cd45.items if isinstance(x, pg.ImageItem)]
+    assert len(images) == 1 and "back-gated" in cd45.titleLabel.text
+    np.testing.assert_array_equal(images[0].image, plot_density(cd45.step, result, source, BLASTS)[0])
+    labels = sorted(x.textItem.toPlainText() for x in cd45.items if isinstance(x, pg.TextItem))
+    assert labels[0] == "blasts\n13,795 (61.6%)"
     lymph_steps = [i for i in grid.plots if i.step.parent == BLASTS[:-1] + ("lymphocytes",)]
     assert lymph_steps and not any(backgated(i.step, BLASTS) for i in lymph_steps)
 

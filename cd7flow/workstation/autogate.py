@@ -192,10 +192,12 @@ class GatePlots:
         return next((p for p in self.plots if tuple(path) in p.paths), None)
 
 
-def gate_plots(tree: GatingTree, source) -> GatePlots:
+def gate_plots(tree: GatingTree, source, limits: dict | None = None) -> GatePlots:
     """The gating steps of ``tree`` in tree order: rectangle (1-D or 2-D), polygon and 2-D
     ellipse gates grouped by (parent, dimensions), so sibling gates on one plot (the CD45/SSC
-    populations) are drawn together; ``source`` gives the values (a ``SampleSource``)."""
+    populations) are drawn together; ``source`` gives the values (a ``SampleSource``).
+    ``limits``: a cache of each dimension's data limits for this sample (filled here), so a
+    redraw after an edit does not take percentiles of every column again."""
     steps: dict[tuple, list] = {}
     not_drawn: dict[PopulationPath, str] = {}
     for pop in tree.populations():
@@ -206,7 +208,7 @@ def gate_plots(tree: GatingTree, source) -> GatePlots:
             not_drawn[pop.path] = f"a {len(gate.dimensions)}-D {type(gate).__name__}: shown in the tree only"
         else:
             steps.setdefault((pop.parent_path, tuple(gate.dimensions)), []).append(pop)
-    limits: dict[Dimension, tuple[float, float]] = {}
+    limits = {} if limits is None else limits
     plots = []
     for (parent, dims), pops in steps.items():
         ranges = []
@@ -301,18 +303,20 @@ def plot_density(plot: GatePlot, result: GatingResult, source, selected: Populat
     """(rgba, parent_counts, highlight_counts) of a 2-D gate plot, every event counted.
 
     ``parent_counts`` / ``highlight_counts`` are (bins, bins) histograms (x first) over
-    ``plot.ranges`` of the parent population and of the back-gated ``selected`` population
+    ``plot.ranges`` (half-open: [lo, hi)) of the parent population and of the back-gated ``selected`` population
     (zeros when it is not inside the parent). ``rgba`` is (bins, bins, 4) uint8: grey for the
     parent, red for the selected events, darker where denser (log scale), transparent where
     empty.
     """
+    from ..viewer.model import histogram2d  # the viewer's bincount histogram: same bins, several times faster
+
     x = np.asarray(source.values(plot.dimensions[0]))
     y = np.asarray(source.values(plot.dimensions[1]))
     parent = _mask(result, plot.parent)
-    base, _, _ = np.histogram2d(x[parent], y[parent], bins=bins, range=plot.ranges)
+    base = histogram2d(x[parent], y[parent], bins, *plot.ranges)
     if backgated(plot, selected):
         chosen = _mask(result, selected)
-        high, _, _ = np.histogram2d(x[chosen], y[chosen], bins=bins, range=plot.ranges)
+        high = histogram2d(x[chosen], y[chosen], bins, *plot.ranges)
     else:
         high = np.zeros_like(base)
     return _compose(base, high), base, high
@@ -344,3 +348,31 @@ def _compose(base: np.ndarray, high: np.ndarray) -> np.ndarray:
         rgba[filled, :3] = shade[filled].round().astype(np.uint8)
         rgba[filled, 3] = 255
     return rgba
+
+
+@dataclass(frozen=True)
+class StepPicture:
+    """What one gating step's plot shows: a 2-D ``rgba`` image, or a 1-D histogram (``edges``,
+    ``base`` = parent, ``high`` = back-gated), and each gate's (count, % of parent)."""
+
+    rgba: np.ndarray | None
+    edges: np.ndarray | None
+    base: np.ndarray | None
+    high: np.ndarray | None
+    counts: dict[PopulationPath, tuple[int, float]]
+
+
+def step_pictures(plots: list[GatePlot], result: GatingResult, source,
+                  selected: PopulationPath = ()) -> list[StepPicture]:
+    """:func:`plot_density` / :func:`plot_histogram` of every step, with its gates' counts.
+    Reads only (safe on a worker thread while the model is not changed under it)."""
+    out = []
+    for plot in plots:
+        counts = {g.path: (result.count(g.path), result.percent_of_parent(g.path)) for g in plot.gates}
+        if len(plot.dimensions) == 2:
+            rgba, _, _ = plot_density(plot, result, source, selected)
+            out.append(StepPicture(rgba, None, None, None, counts))
+        else:
+            edges, base, high = plot_histogram(plot, result, source, selected)
+            out.append(StepPicture(None, edges, base, high, counts))
+    return out

@@ -19,8 +19,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
 from cd7flow.workstation.autogate import (
-    AutoGate, GatePlot, backgated, choose_protocol, gate_plots, plot_density, plot_histogram, protocol_choices,
-    run_autogate,
+    AutoGate, GatePlot, StepPicture, backgated, choose_protocol, gate_plots, protocol_choices, run_autogate,
+    step_pictures,
 )
 from gating.gates import points_in_polygon
 
@@ -134,6 +134,26 @@ class AutoGateController(QtCore.QObject):
 
 
 # ---------------------------------------------------------------- the plots
+class _PictureSignals(QtCore.QObject):
+    done = QtCore.Signal(object, object)  # (generation, list[StepPicture] or an error message)
+
+
+class _PictureJob(QtCore.QRunnable):
+    """The grid's pictures on a worker thread (a million events take about half a second)."""
+
+    def __init__(self, generation: int, steps, result, source, selected):
+        super().__init__()
+        self.generation, self.steps, self.result, self.source, self.selected = generation, steps, result, source, selected
+        self.signals = _PictureSignals()
+
+    def run(self) -> None:
+        try:
+            pictures = step_pictures(self.steps, self.result, self.source, self.selected)
+        except Exception as exc:  # noqa: BLE001 - shown in the status line, never lost on the worker
+            pictures = f"gate plots: {type(exc).__name__}: {exc}"
+        self.signals.done.emit(self.generation, pictures)
+
+
 class _StepPlot(pg.PlotItem):
     """One gating step; a left click inside one of its gates selects that population."""
 
@@ -182,6 +202,11 @@ class GateGrid(pg.GraphicsLayoutWidget):
         self.columns = 2
         self.not_drawn: dict = {}
         self._steps_key = None
+        self._limits: dict[int, dict] = {}
+        self._generation = 0
+        self._jobs: dict[int, _PictureJob] = {}
+        self._pool = QtCore.QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -210,7 +235,10 @@ class GateGrid(pg.GraphicsLayoutWidget):
                 self._rebuild(None)
                 return
             source, result = m.source(), m.result()
-            steps = gate_plots(tree, source)
+            limits = self._limits.setdefault(id(m.sample), {})
+            if len(self._limits) > 1:  # only the current sample's limits are kept
+                self._limits = {id(m.sample): limits}
+            steps = gate_plots(tree, source, limits)
         except CD7FlowError as exc:
             self.sigError.emit(str(exc))
             self._rebuild(None)
@@ -223,11 +251,40 @@ class GateGrid(pg.GraphicsLayoutWidget):
         else:  # same steps: keep the items, new geometry and counts
             for item, step in zip(self.plots, steps.plots):
                 item.step = step
-        transforms = m.strategy().transforms
-        for item in self.plots:
-            self._draw(item, result, source, transforms)
+        for item in self.plots:  # axes now (a click maps through them); pictures when computed
+            item.setXRange(*item.step.ranges[0], padding=0)
+            if len(item.step.dimensions) == 2:
+                item.setYRange(*item.step.ranges[1], padding=0)
+        self._generation += 1
+        job = _PictureJob(self._generation, [i.step for i in self.plots], result, source, tuple(m.selected))
+        job.signals.done.connect(self._pictures_done, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._jobs[self._generation] = job
+        self._pool.start(job)
+
+    @property
+    def busy(self) -> bool:
+        """Pictures are being computed (on the worker thread)."""
+        return bool(self._jobs)
+
+    def wait(self, msecs: int = 60_000) -> None:
+        """Block until the pictures are drawn (headless screenshots)."""
+        self._pool.waitForDone(msecs)
+        QtCore.QCoreApplication.sendPostedEvents()
+        QtWidgets.QApplication.processEvents()
+
+    def _pictures_done(self, generation: int, pictures) -> None:
+        self._jobs.pop(generation, None)
+        if generation != self._generation or isinstance(pictures, str):
+            if isinstance(pictures, str) and generation == self._generation:
+                self.sigError.emit(pictures)
+            return  # a newer refresh is on its way
+        transforms = self.model.strategy().transforms
+        selected = tuple(self.model.selected)
+        for item, picture in zip(self.plots, pictures):
+            self._draw(item, picture, transforms, selected)
 
     def _rebuild(self, steps) -> None:
+        self._generation += 1  # pictures still being computed are for plots that are gone
         self.clear()
         self.plots = [_StepPlot(self, step) for step in steps or []]
         self._steps_key = None
@@ -250,19 +307,18 @@ class GateGrid(pg.GraphicsLayoutWidget):
             self.columns = columns
             self._place()
 
-    def _draw(self, item: _StepPlot, result, source, transforms) -> None:
-        step, selected = item.step, tuple(self.model.selected)
+    def _draw(self, item: _StepPlot, picture: StepPicture, transforms, selected) -> None:
+        step = item.step
         item.clear()
         peak = 0.0
-        if len(step.dimensions) == 2:
-            rgba, _, _ = plot_density(step, result, source, selected)
-            image = pg.ImageItem(rgba)
+        if picture.rgba is not None:
+            image = pg.ImageItem(picture.rgba)
             (x0, x1), (y0, y1) = step.ranges
             image.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
             item.addItem(image)
             item.setLabel("left", step.axis_label(1, transforms), **{"font-size": "7pt"})
         else:
-            edges, base, high = plot_histogram(step, result, source, selected)
+            edges, base, high = picture.edges, picture.base, picture.high
             peak = float(max(base.max(), 1))
             item.addItem(pg.PlotCurveItem(edges, base, stepMode="center", fillLevel=0,
                                           brush=(150, 150, 150, 120), pen=pg.mkPen((90, 90, 90))))
@@ -277,7 +333,7 @@ class GateGrid(pg.GraphicsLayoutWidget):
                       + "</span>")
         for g in step.gates:
             pen = SELECTED_PEN if g.path == selected else GATE_PEN
-            n, pct = result.count(g.path), result.percent_of_parent(g.path)
+            n, pct = picture.counts[g.path]
             label = pg.TextItem(f"{g.name}\n{n:,} ({pct:.1f}%)" if math.isfinite(pct) else f"{g.name}\n{n:,}",
                                 color=(20, 60, 160), anchor=(0.5, 1.0))
             label.setFont(QtGui.QFont("Sans", 7))

@@ -86,6 +86,13 @@ def render_window(window, size: tuple[int, int]):
     for _ in range(5):  # layouts, coalesced redraws (zero-delay timers), pyqtgraph's deferred painting
         app.processEvents()
         QtCore.QThread.msleep(20)
+    grid = getattr(getattr(window, "autogate", None), "grid", None)
+    if grid is not None:  # the gate plots' pictures are computed on a worker thread
+        grid.refresh()
+        grid.wait()
+        for _ in range(3):
+            app.processEvents()
+            QtCore.QThread.msleep(20)
     image = window.grab().toImage()
     if (image.width(), image.height()) != size:  # a high-dpi platform: device pixels != logical pixels
         image = image.scaled(*size, QtCore.Qt.AspectRatioMode.IgnoreAspectRatio,
