@@ -241,3 +241,24 @@ def test_a_sample_the_protocol_cannot_gate_is_a_clear_message(window, qtbot, tmp
     assert str(bad) in blocker.args[0] and "CD45" in blocker.args[0]
     assert window.errors_shown and window.errors_shown[-1][0] == "Auto-gate"
     assert window.model.n_gates == 0 and panel.run_button.isEnabled()
+
+
+def test_double_click_puts_a_step_on_the_main_plot_with_its_gates(window, qtbot):
+    window.open_paths([SCREENING])
+    _autogate(window, qtbot)
+    grid = window.autogate.grid
+    grid.refresh()
+    m = window.model
+    cd45 = next(i for i in grid.plots if len(i.step.gates) == 4)
+    grid.show_on_main_plot(cd45.step)
+    assert (m.x_channel, m.y_channel, m.x_transform, m.y_transform) == ("BV510-A", "SSC-A", "logicle", "linear")
+    assert m.selected == BLASTS[:-1] and m.compensated
+    overlays, _ = m.gate_overlays()
+    drawn = {o.path[-1] for o in overlays}
+    assert {"blasts", "lymphocytes", "monocytes", "granulocytes"} <= drawn
+    # drawn on the gates' own scale (the protocol's fitted logicle): exact, no re-projection note
+    assert all(o.exact for o in overlays if o.path[-1] in drawn)
+    viable = next(i for i in grid.plots if [g.name for g in i.step.gates] == ["viable"])
+    grid.show_on_main_plot(viable.step)
+    assert m.plot_mode == "histogram" and m.x_channel == "APC-Cy7-A" and m.selected == BLASTS[:-2]
+    assert "viable" in {o.path[-1] for o in m.gate_overlays()[0]}

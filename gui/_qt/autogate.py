@@ -7,7 +7,8 @@ tree then shows the gate sequence with counts. :class:`GateGrid` draws every gat
 own plot in the protocol's dimensions and transforms (pictures from
 :func:`cd7flow.workstation.autogate.plot_density` / ``plot_histogram``), labels each gate with
 its count and % of parent, and back-gates: the selected population's events are red inside
-every plot of its ancestors. Clicking inside a gate selects its population.
+every plot of its ancestors. Clicking inside a gate selects its population; a double click
+puts the step on the main plot (its channels and scales, its parent selected) for editing.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
+from cd7flow.viewer import TRANSFORM_KINDS
 from cd7flow.workstation.autogate import (
     AutoGate, GatePlot, StepPicture, backgated, choose_protocol, gate_plots, protocol_choices, run_autogate,
     step_pictures,
@@ -170,6 +172,10 @@ class _StepPlot(pg.PlotItem):
     def mouseClickEvent(self, ev):
         if ev.button() != QtCore.Qt.MouseButton.LeftButton:
             return
+        if ev.double():  # the main plot takes this step's dimensions and shows its parent's events
+            ev.accept()
+            self.grid.show_on_main_plot(self.step)
+            return
         p = self.getViewBox().mapSceneToView(ev.scenePos())
         path = self.step.parent
         for g in self.step.gates:
@@ -222,6 +228,31 @@ class GateGrid(pg.GraphicsLayoutWidget):
     def select(self, path) -> None:
         try:
             self.model.select(tuple(path))
+        except CD7FlowError as exc:
+            self.sigError.emit(str(exc))
+
+    def show_on_main_plot(self, step: GatePlot) -> None:
+        """The main (active) plot takes ``step``'s channels, compensation and kind of scale, and
+        the step's parent population is selected, so its gates are drawn there to be edited."""
+        m = self.model
+        transforms = m.strategy().transforms
+
+        def kind(d) -> str:
+            k = "linear" if d.transform is None else getattr(transforms.get(d.transform), "kind", "logicle")
+            return k if k in TRANSFORM_KINDS else "logicle"
+
+        try:
+            if any(d.compensation is not None for d in step.dimensions) and not m.compensated and m.can_compensate:
+                m.set_compensated(True)
+            if len(step.dimensions) == 2:
+                if m.plot_mode == "histogram":
+                    m.set_plot_mode("density")
+                m.set_axes(x=step.dimensions[0].channel, y=step.dimensions[1].channel,
+                           x_transform=kind(step.dimensions[0]), y_transform=kind(step.dimensions[1]))
+            else:
+                m.set_plot_mode("histogram")
+                m.set_axes(x=step.dimensions[0].channel, x_transform=kind(step.dimensions[0]))
+            m.select(step.parent)
         except CD7FlowError as exc:
             self.sigError.emit(str(exc))
 
@@ -408,6 +439,7 @@ class AutoGatePanel(QtWidgets.QWidget):
         lay.addWidget(self.scroll, 1)
         self.protocol.currentIndexChanged.connect(self._protocol_changed)
         self.run_button.clicked.connect(self.start)
+        self.grid.sigError.connect(lambda text: self.status.setText(f"<span style='color:#b00'>{text}</span>"))
         c = self.controller
         c.sigStarted.connect(self._started)
         c.sigFinished.connect(self._finished)
