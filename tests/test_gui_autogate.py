@@ -202,6 +202,9 @@ def test_clicking_inside_a_gate_selects_its_population(window, qtbot):
         def scenePos(self):
             return self._pos
 
+        def double(self):
+            return False
+
         def accept(self):
             pass
 
