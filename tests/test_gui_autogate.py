@@ -189,30 +189,25 @@ def test_clicking_inside_a_gate_selects_its_population(window, qtbot):
     item = next(i for i in grid.plots if [g.name for g in i.step.gates][:1] == ["blasts"])
     blast_gate = item.step.gates[0]
     centre = blast_gate.outline[:-1].mean(axis=0)
-
-    class Click:  # the event pyqtgraph hands to mouseClickEvent
-        def __init__(self, scene_pos):
-            self._pos = scene_pos
-
-        def button(self):
-            from PySide6 import QtCore
-
-            return QtCore.Qt.MouseButton.LeftButton
-
-        def scenePos(self):
-            return self._pos
-
-        def double(self):
-            return False
-
-        def accept(self):
-            pass
-
     from PySide6 import QtCore
 
+    grid.wait()
+    qtbot.wait(50)
+    # a real mouse click at the blast gate's centre, through the widget
     scene_pos = item.getViewBox().mapViewToScene(QtCore.QPointF(*centre))
-    item.mouseClickEvent(Click(scene_pos))
+    widget_pos = grid.mapFromScene(scene_pos)
+    qtbot.mouseClick(grid.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=widget_pos)
     assert window.model.selected == BLASTS
+    # outside every gate of the step: its parent population
+    from gating.gates import points_in_polygon
+
+    (x0, x1), (y0, y1) = item.step.ranges
+    corner = (x0 + 0.03 * (x1 - x0), y1 - 0.03 * (y1 - y0))
+    assert not any(points_in_polygon(np.array([corner[0]]), np.array([corner[1]]), g.outline[:-1])[0]
+                   for g in item.step.gates)
+    widget_pos = grid.mapFromScene(item.getViewBox().mapViewToScene(QtCore.QPointF(*corner)))
+    qtbot.mouseClick(grid.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=widget_pos)
+    assert window.model.selected == BLASTS[:-1]
 
 
 def test_switching_protocol_refits(window, qtbot):
