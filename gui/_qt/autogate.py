@@ -29,7 +29,7 @@ from gating.gates import points_in_polygon
 AUTO = "auto (by tube)"
 GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=2.5)
-PLOT_WIDTH, PLOT_HEIGHT = 250, 220  # pixels per small plot; the grid has as many columns as fit
+PLOT_WIDTH, PLOT_HEIGHT = 215, 220  # pixels per small plot; the grid has as many columns as fit
 
 
 class _Signals(QtCore.QObject):
@@ -377,10 +377,10 @@ class GateGrid(pg.GraphicsLayoutWidget):
                 label.setPos((max(lo, step.ranges[0][0]) + min(hi, step.ranges[0][1])) / 2, peak)
             else:
                 item.addItem(pg.PlotCurveItem(g.outline[:, 0], g.outline[:, 1], pen=pen))
+                label.setAnchor((0.5, 0.5))  # inside the gate, at the middle of its (visible) outline
                 item.addItem(label, ignoreBounds=True)
-                top = int(np.argmax(g.outline[:, 1]))
-                label.setPos(float(np.clip(g.outline[top, 0], *step.ranges[0])),
-                             float(min(g.outline[top, 1], step.ranges[1][1])))
+                centre = g.outline[:-1].mean(axis=0)
+                label.setPos(float(np.clip(centre[0], *step.ranges[0])), float(np.clip(centre[1], *step.ranges[1])))
         item.setXRange(*step.ranges[0], padding=0)
         if len(step.dimensions) == 2:
             item.setYRange(*step.ranges[1], padding=0)
@@ -445,6 +445,17 @@ class AutoGatePanel(QtWidgets.QWidget):
         c.sigFinished.connect(self._finished)
         c.sigFailed.connect(self._failed)
 
+    def size_dock(self) -> None:
+        """Give the dock about 60% of the bottom width and two rows of plots' height."""
+        window = self.window()
+        dock, other = getattr(self, "dock", None), getattr(self, "neighbour", None)
+        if dock is None:
+            return
+        if other is not None:
+            width = max(window.width(), 1)
+            window.resizeDocks([dock, other], [int(width * 0.6), int(width * 0.4)], QtCore.Qt.Orientation.Horizontal)
+        window.resizeDocks([dock], [min(PLOT_HEIGHT + 90, window.height() // 3)], QtCore.Qt.Orientation.Vertical)
+
     def _protocol_changed(self, *_):
         self.controller.protocol = self.protocol.currentData()
 
@@ -486,9 +497,16 @@ def install(window) -> AutoGatePanel:
     dock = QtWidgets.QDockWidget("Automated gates", window)
     dock.setObjectName("Automated gates")
     dock.setWidget(panel)
-    window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
-    # two plot columns wide; applied once the window has its size (before that Qt ignores it)
-    QtCore.QTimer.singleShot(0, window, lambda: window.resizeDocks([dock], [2 * PLOT_WIDTH + 40], QtCore.Qt.Orientation.Horizontal))
+    # along the bottom, left of the statistics: the gate sequence reads left to right, as many
+    # plots a row as the width allows
+    window.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    stats = next((d for d in window.findChildren(QtWidgets.QDockWidget)
+                  if d is not dock and window.dockWidgetArea(d) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea), None)
+    if stats is not None:
+        window.splitDockWidget(dock, stats, QtCore.Qt.Orientation.Horizontal)
+    panel.dock, panel.neighbour = dock, stats
+    # sizes apply once the window has its own (before that Qt ignores them)
+    QtCore.QTimer.singleShot(0, window, panel.size_dock)
     menu = next((a.menu() for a in window.menuBar().actions() if a.text().replace("&", "") == "Gates"), None)
     menu = menu or window.menuBar().addMenu("&Gates")
     act = QtGui.QAction("&Auto-gate current sample", window)

@@ -86,8 +86,11 @@ def render_window(window, size: tuple[int, int]):
     for _ in range(5):  # layouts, coalesced redraws (zero-delay timers), pyqtgraph's deferred painting
         app.processEvents()
         QtCore.QThread.msleep(20)
-    grid = getattr(getattr(window, "autogate", None), "grid", None)
+    panel = getattr(window, "autogate", None)
+    grid = getattr(panel, "grid", None)
     if grid is not None:  # the gate plots' pictures are computed on a worker thread
+        panel.size_dock()
+        app.processEvents()
         grid.refresh()
         grid.wait()
         for _ in range(3):
