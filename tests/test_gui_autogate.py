@@ -61,12 +61,20 @@ def window(qtbot, monkeypatch):
     return w
 
 
-def _autogate(window, qtbot):
-    """Click Auto-gate and wait for the worker; returns the AutoGate result."""
+def _autogate(window, qtbot, ticks: list | None = None):
+    """Click Auto-gate and wait for the worker; returns the AutoGate result. ``ticks`` collects
+    the beats of a 20 ms timer while the fit runs (the UI thread stays free)."""
+    from PySide6 import QtCore
+
     panel = window.autogate
+    timer = QtCore.QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(panel.controller.busy) if ticks is not None else None)
     with qtbot.waitSignal(panel.controller.sigFinished, timeout=120_000) as blocker:
         panel.run_button.click()
         assert panel.controller.busy and not panel.run_button.isEnabled() and panel.progress.isVisible()
+        timer.start()
+    timer.stop()
     assert panel.run_button.isEnabled() and not panel.progress.isVisible()
     return blocker.args[0]
 
@@ -93,8 +101,11 @@ def test_unknown_tube_gets_generic_gates():
 # ---------------------------------------------------------------- the window
 def test_autogate_tree_counts_equal_the_cli(window, qtbot, cli_reference):
     assert window.open_paths([SCREENING]) == 1
-    result = _autogate(window, qtbot)
+    ticks: list[bool] = []
+    result = _autogate(window, qtbot, ticks)
     assert result.protocol.name == "screening"
+    # the fit (about a second) ran off the UI thread: the event loop kept beating meanwhile
+    assert ticks.count(True) >= 5, ticks
     rows = {r.path: r.count for r in window.model.populations()}
     # every population in the tree, the root included, has the count `cd7flow gate` gives for
     # the gates `cd7flow autogate` wrote
