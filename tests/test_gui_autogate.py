@@ -48,17 +48,8 @@ def cli_reference(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture
-def window(qtbot, monkeypatch):
-    from gui.app import create_window
-
-    shown: list[tuple[str, str]] = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
-                        staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
-    w = create_window()
-    w.errors_shown = shown
-    qtbot.addWidget(w)
-    w.show()
-    return w
+def window(make_window):
+    return make_window()
 
 
 def _autogate(window, qtbot, ticks: list | None = None):

@@ -130,31 +130,14 @@ def test_sample_made_in_memory_cannot_be_saved(fitted):
 
 
 # ---------------------------------------------------------------- through the window (pytest-qt)
-def _window(qtbot, monkeypatch):
-    pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
-    pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test extra)")
-    from PySide6 import QtWidgets
-
-    from gui.app import create_window
-
-    shown: list[tuple[str, str]] = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
-                        staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
-    w = create_window()
-    w.errors_shown = shown
-    qtbot.addWidget(w)
-    w.show()
-    return w
-
-
 BLASTS = ("time_clean", "cells", "singlets", "viable", "blasts")
 
 
-def _worked_window(qtbot, monkeypatch, study):
+def _worked_window(make_window, study):
     """Two tubes open, the screening tube auto-gated, its blast gate dragged, a view chosen."""
     from gating.gates import PolygonGate
 
-    w = _window(qtbot, monkeypatch)
+    w = make_window()
     w.open_paths([str(p) for p in study.values()])
     m = w.model
     m.set_current(0)
@@ -170,14 +153,14 @@ def _worked_window(qtbot, monkeypatch, study):
     return w
 
 
-def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(qtbot, monkeypatch, study, tmp_path):
+def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(make_window, monkeypatch, study, tmp_path):
     from cd7flow.viewer.history import gate_geometry
 
-    w = _worked_window(qtbot, monkeypatch, study)
+    w = _worked_window(make_window, study)
     m = w.model
     out = w.session_actions.save_to(tmp_path / "work.cd7session.json")
     assert not m.dirty
-    fresh = _window(qtbot, monkeypatch)
+    fresh = make_window()
     assert fresh.session_actions.open(out) is fresh
     r = fresh.model
     assert [s.path for s in r.samples] == [s.path for s in m.samples]
@@ -202,22 +185,22 @@ def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(qtbot, monk
     assert w.errors_shown == [] and fresh.errors_shown == []
 
 
-def test_opening_a_session_whose_file_moved_names_it_and_loads_nothing(qtbot, monkeypatch, study, tmp_path):
-    w = _worked_window(qtbot, monkeypatch, study)
+def test_opening_a_session_whose_file_moved_names_it_and_loads_nothing(make_window, monkeypatch, study, tmp_path):
+    w = _worked_window(make_window, study)
     out = w.session_actions.save_to(tmp_path / "work.json")
     moved = study["P01_CAR_PB_D014.fcs"]
     moved.rename(tmp_path / "moved.fcs")
-    fresh = _window(qtbot, monkeypatch)
+    fresh = make_window()
     fresh._run(fresh.session_actions.open, out)
     assert len(fresh.errors_shown) == 1
     assert fresh.errors_shown[0][1].startswith(f"{moved}: is missing (moved or deleted)")
     assert fresh.model.samples == [] and fresh.model.n_gates == 0
 
 
-def test_all_four_exports_are_in_the_file_menu(qtbot, monkeypatch, study, tmp_path):
+def test_all_four_exports_are_in_the_file_menu(make_window, monkeypatch, study, tmp_path):
     from PySide6 import QtWidgets
 
-    w = _worked_window(qtbot, monkeypatch, study)
+    w = _worked_window(make_window, study)
     texts = [a.text().replace("&", "") for a in w.session_actions.export_menu.actions()]
     assert texts == ["Gates as Gating-ML 2.0...", "Plot as PNG...", "Plot as SVG...", "Statistics as CSV...",
                      "Population as FCS..."]
