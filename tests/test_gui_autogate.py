@@ -262,3 +262,32 @@ def test_double_click_puts_a_step_on_the_main_plot_with_its_gates(window, qtbot)
     grid.show_on_main_plot(viable.step)
     assert m.plot_mode == "histogram" and m.x_channel == "APC-Cy7-A" and m.selected == BLASTS[:-2]
     assert "viable" in {o.path[-1] for o in m.gate_overlays()[0]}
+
+
+def test_another_sample_shows_where_the_gates_were_fitted(window, qtbot):
+    window.open_paths([SCREENING, DEMO / "P02_screening_BM.fcs"])
+    m = window.model
+    m.set_current(0)
+    _autogate(window, qtbot)
+    m.set_current(1)
+    status = window.autogate.status.text()
+    assert "gates fitted on P01_screening_BM.fcs" in status and "Auto-gate fits P02_screening_BM.fcs" in status
+    result = _autogate(window, qtbot)
+    assert result.sample is m.sample and result.sample.name == "P02_screening_BM.fcs"
+    assert "P02_screening_BM.fcs: protocol screening" in window.autogate.status.text()
+
+
+def test_a_fit_for_a_sample_no_longer_shown_is_dropped(window, qtbot):
+    window.open_paths([SCREENING, DEMO / "P02_screening_BM.fcs"])
+    m = window.model
+    m.set_current(0)
+    finished = []
+    window.autogate.controller.sigFinished.connect(finished.append)
+    window.autogate.run_button.click()
+    m.set_current(1)  # the user moves on while P01 is being fitted
+    assert window.autogate.controller.wait()
+    qtbot.waitUntil(lambda: not window.autogate.controller.busy, timeout=10_000)
+    assert finished == [] and m.n_gates == 0
+    panel = window.autogate
+    qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=10_000)
+    assert not panel.progress.isVisible() and "fit of P01_screening_BM.fcs dropped" in panel.status.text()

@@ -66,6 +66,7 @@ class AutoGateController(QtCore.QObject):
     sigStarted = QtCore.Signal(str)  # what is being fitted
     sigFinished = QtCore.Signal(object)  # AutoGate, after the model holds its tree
     sigFailed = QtCore.Signal(str)
+    sigDropped = QtCore.Signal(str)  # a fit ended after its sample stopped being shown
 
     def __init__(self, model, parent=None):
         super().__init__(parent)
@@ -112,8 +113,11 @@ class AutoGateController(QtCore.QObject):
 
     def _finished(self, job: int, result: AutoGate) -> None:
         self._running.pop(job, None)
-        if job != self._job or result.sample is not self.model.sample:
-            return  # a newer request, or another sample is shown now
+        if job != self._job:
+            return  # a newer request is running
+        if result.sample is not self.model.sample:
+            self.sigDropped.emit(f"fit of {result.sample.name} dropped: another sample is shown now")
+            return
         try:
             self._apply(result)
         except CD7FlowError as exc:
@@ -444,6 +448,15 @@ class AutoGatePanel(QtWidgets.QWidget):
         c.sigStarted.connect(self._started)
         c.sigFinished.connect(self._finished)
         c.sigFailed.connect(self._failed)
+        c.sigDropped.connect(lambda text: (self._done(), self.status.setText(text)))
+        model.events.sample_changed.connect(self._sample_changed)
+
+    def _sample_changed(self) -> None:
+        """Say when the gates shown were fitted on another sample (the tree is shared)."""
+        last, sample = self.controller.last, self.model.sample
+        if last is not None and sample is not None and last.sample is not sample and not self.controller.busy:
+            self.status.setText(f"gates fitted on {last.sample.name} (protocol {last.protocol.name}); "
+                                f"Auto-gate fits {sample.name} itself")
 
     def size_dock(self) -> None:
         """Give the dock about 60% of the bottom width and two rows of plots' height."""
