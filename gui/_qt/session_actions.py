@@ -97,6 +97,10 @@ class SessionActions:
             export.addAction(act)
         menu.insertMenu(after_open or first, export)
         self.export_menu = export
+        for name in ("act_export_fcs", "act_export_csv"):  # the window's own items now live in Export
+            act = getattr(window, name, None)
+            if act is not None:
+                act.setVisible(False)
         model = window.model
         for name in ("samples", "gates_changed", "sample_changed"):
             sig = getattr(model.events, name, None)
