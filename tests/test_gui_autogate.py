@@ -21,7 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 from cd7flow.cli import app as cli_app  # noqa: E402
 from cd7flow.io.fcs_read import read_fcs  # noqa: E402
 from cd7flow.workstation.autogate import (  # noqa: E402
-    backgated, choose_protocol, gate_plots, plot_density, plot_histogram,
+    backgated, choose_protocol, plot_density, plot_histogram,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Automated gates in the viewer: the protocol a sample gets, the fit, and one small plot per gate.
+"""Automated gates in the viewer: the protocol a sample gets, the fit, and one small plot per gating step.
 
 The fit is exactly ``cd7flow autogate``'s: :func:`cd7flow.assays.protocol_gating.run_protocol_gates`
 on the sample with a shipped (or user) protocol; the viewer then holds that very tree, with the
@@ -10,11 +10,12 @@ tubes get ``screening`` (the CLI's default), CAR and MRD tubes ``car`` (as ``cd7
 persistence`` gates them); a tube of unknown kind gets the generic ``leukocytes`` gates, which
 need no assay panel. The user may switch to any shipped protocol.
 
-Each gate with geometry gets its own plot (:class:`GatePlot`): its parent's events on the
-gate's own dimensions (compensation and the protocol's transform), the gate outline, and
+Each gating step gets its own plot (:class:`GatePlot`): the parent population's events on the
+gates' own dimensions (compensation and the protocol's transform), with every gate of that
+parent on those dimensions outlined (the four CD45/SSC populations share one plot); and
 back-gating: the events of a selected population drawn in colour inside every plot whose
 parent population contains it. Pictures are made here as numpy arrays (density images and
-histograms), so the Qt side only shows them.
+histograms, every event binned), so the Qt side only shows them.
 """
 from __future__ import annotations
 
