@@ -185,15 +185,21 @@ def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(make_window
     assert w.errors_shown == [] and fresh.errors_shown == []
 
 
-def test_opening_a_session_whose_file_moved_names_it_and_loads_nothing(make_window, monkeypatch, study, tmp_path):
+@pytest.mark.parametrize("problem", ["moved", "changed"])
+def test_opening_a_session_whose_file_moved_or_changed_names_it_and_loads_nothing(make_window, study, tmp_path,
+                                                                                  problem):
     w = _worked_window(make_window, study)
     out = w.session_actions.save_to(tmp_path / "work.json")
-    moved = study["P01_CAR_PB_D014.fcs"]
-    moved.rename(tmp_path / "moved.fcs")
+    bad = study["P01_CAR_PB_D014.fcs"]
+    if problem == "moved":
+        bad.rename(tmp_path / "moved.fcs")
+        expected = f"{bad}: is missing (moved or deleted); the session {out} needs it"
+    else:
+        bad.write_bytes(bad.read_bytes() + b"\0")
+        expected = f"{bad}: has changed since the session {out} was saved"
     fresh = make_window()
     fresh._run(fresh.session_actions.open, out)
-    assert len(fresh.errors_shown) == 1
-    assert fresh.errors_shown[0][1].startswith(f"{moved}: is missing (moved or deleted)")
+    assert len(fresh.errors_shown) == 1 and fresh.errors_shown[0][1].startswith(expected)
     assert fresh.model.samples == [] and fresh.model.n_gates == 0
 
 
