@@ -65,6 +65,8 @@ def window(qtbot, monkeypatch):
                         staticmethod(lambda parent, title, text, *a, **k: shown.append((title, text))))
     w = create_window()
     w.errors_shown = shown
+    w.confirm = lambda *a, **k: True  # delete/clear confirmations answer yes
+    w.ask_unsaved = lambda doing: True  # closing at teardown discards the test's gates
     qtbot.addWidget(w)
     w.show()
     return w
@@ -217,7 +219,9 @@ def test_polygon_gate_matches_matplotlib_path(window, fcs_file, raw_events):
     path = m.add_polygon_gate(verts)
     ref = int(MplPath(verts).contains_points(raw_events[:, :2]).sum())
     assert int(window.populations.count_text(path)) == ref
-    assert path in window.plot_view.rois  # drawn on the plot as an editable ROI
+    assert path in window.plot_view.outlines and path not in window.plot_view.rois  # drawn, inert
+    window.controls.tool_buttons["edit"].setChecked(True)
+    assert path in window.plot_view.rois  # the edit tool makes every gate draggable
 
 
 def test_gate_drawn_with_the_mouse_tools(window, qtbot, fcs_file, raw_events):

@@ -3,7 +3,7 @@
 The viewer once aborted the process (``Fatal Python error: none_dealloc``) after about
 100 clicks: a Qt binding release dropped a reference to None on every void call. This
 test does what a user does for a while (open the demo tubes, switch samples, change
-axes, transforms and plot types, toggle compensation, draw, select and delete gates)
+axes, transforms and plot types, toggle compensation, draw, select, drag, undo, redo and delete gates)
 through the widgets, and checks that the window still answers, that no error box came
 up, and that every gate's count and % of parent equal an independent recomputation:
 events read by flowio, the file's own $SPILLOVER inverted with numpy, logicle/asinh
@@ -24,6 +24,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test ext
 flowio = pytest.importorskip("flowio", reason="flowio is not installed (the test extra)")
 fu = pytest.importorskip("flowutils.transforms", reason="flowutils is not installed (the test extra)")
 
+import pyqtgraph as pg  # noqa: E402
 from PySide6 import QtCore  # noqa: E402
 
 from conftest import SAMPLE_FCS  # noqa: E402
@@ -140,6 +141,8 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
     monkeypatch.setattr(QtWidgets.QMessageBox, "critical",
                         staticmethod(lambda parent, title, text, *a, **k: errors.append(text)))
     window = create_window()
+    window.confirm = lambda *a, **k: True
+    window.ask_unsaved = lambda doing: True
     qtbot.addWidget(window)
     window.show()
     c, tree, vb = window.controls, window.populations, window.plot_view.viewbox
@@ -148,7 +151,13 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
 
     rng = np.random.default_rng(20240212)
     gates: dict[tuple[str, ...], Recorded] = {}
-    checked = drawn = deleted = 0
+    checked = drawn = deleted = edited = undone = 0
+    done: list[dict] = []  # the test's own undo stack: the gates before each change
+    redo: list[dict] = []
+
+    def changed() -> None:
+        done.append(dict(gates))
+        redo.clear()
 
     def current_tube() -> Tube:
         return tubes[window.model.current_index]
@@ -195,6 +204,7 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
         assert vb.tool is None  # the tool is released after each gate, as after a mouse drawing
         (path,) = set(tree.items) - before
         assert path[:-1] == parent
+        changed()
         gates[path] = Recorded(path, parent, dims, geometry)
         drawn += 1
 
@@ -205,9 +215,53 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
         path = list(gates)[rng.integers(len(gates))]
         tree.setCurrentItem(tree.items[path])
         tree.remove_selected()
+        changed()
         for p in [p for p in gates if p[: len(path)] == path]:
             del gates[p]
         deleted += 1
+
+    def edit() -> None:
+        """Drag a gate drawn on its own scale by a random step, with the edit tool."""
+        nonlocal edited
+        c.tool_buttons["edit"].setChecked(True)
+        view, m = window.plot_view, window.model
+        movable = [p for p in view.rois if p in gates and m.overlay(p).exact and m.overlay(p).axes in (("x",), ("x", "y"))]
+        if movable:
+            path = movable[rng.integers(len(movable))]
+            roi = view.rois[path]
+            (x0, x1), (y0, y1) = vb.viewRange()
+            dx, dy = rng.uniform(-0.05, 0.05) * (x1 - x0), rng.uniform(-0.05, 0.05) * (y1 - y0)
+            rec = gates[path]
+            kind, geo = rec.geometry
+            if isinstance(roi, pg.LinearRegionItem):
+                lo, hi = roi.getRegion()
+                roi.setRegion((lo + dx, hi + dx))
+                new = ("rectangle", ([geo[0][0] + dx], [geo[1][0] + dx]))
+            else:
+                roi.setPos(roi.pos() + QtCore.QPointF(dx, dy))
+                new = (("polygon", np.asarray(geo) + [dx, dy]) if kind == "polygon" else
+                       ("rectangle", ([geo[0][0] + dx, geo[0][1] + dy], [geo[1][0] + dx, geo[1][1] + dy])))
+            qtbot.waitUntil(lambda: not view.preview.busy and view._dragging is None, timeout=5000)
+            QtWidgets.QApplication.processEvents()
+            changed()
+            gates[path] = Recorded(path, rec.parent, rec.dims, new)
+            edited += 1
+        c.release_tools()
+
+    def undo() -> None:
+        nonlocal undone, gates
+        if done and window.act_undo.isEnabled():
+            window.act_undo.trigger()
+            redo.append(dict(gates))
+            gates = done.pop()
+            undone += 1
+
+    def redo_() -> None:
+        nonlocal gates
+        if redo and window.act_redo.isEnabled():
+            window.act_redo.trigger()
+            done.append(dict(gates))
+            gates = redo.pop()
 
     actions = {
         "sample": lambda: window.samples.setCurrentRow(int(rng.integers(len(TUBES)))),
@@ -221,9 +275,12 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
         "polygon": lambda: draw("polygon"),
         "select": lambda: tree.setCurrentItem(tree.items[list(tree.items)[rng.integers(len(tree.items))]]),
         "delete": delete,
+        "edit": edit,
+        "undo": undo,
+        "redo": redo_,
     }
     names = list(actions)
-    weights = np.array([1.0, 2, 2, 1, 1, 1, 1, 2.5, 2, 1.5, 0.5])
+    weights = np.array([1.0, 2, 2, 1, 1, 1, 1, 2.5, 2, 1.5, 0.5, 3.5, 0.7, 0.3])
     for step in range(STEPS):
         name = names[rng.choice(len(names), p=weights / weights.sum())]
         actions[name]()
@@ -234,7 +291,8 @@ def test_viewer_survives_hundreds_of_interactions(qtbot, monkeypatch, tubes):
     checked += _check_counts(window, gates, current_tube(), STEPS)
 
     # the run exercised what it claims to
-    assert drawn >= 30 and deleted >= 5 and checked >= 30, (drawn, deleted, checked)
+    assert drawn >= 30 and deleted >= 5 and checked >= 30 and edited >= 10 and undone >= 5, \
+        (drawn, deleted, checked, edited, undone)
     # still answering: the event loop runs a queued call, and the widgets still act
     ticked = []
     QtCore.QTimer.singleShot(0, lambda: ticked.append(True))

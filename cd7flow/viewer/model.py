@@ -180,6 +180,14 @@ class ViewerModel(GateEditing, FileActions):
         self._trim_cache()
         self.events.view.emit()
 
+    def plot_exists(self, index: int) -> bool:
+        return 0 <= index < len(self.plots)
+
+    @property
+    def gates_version(self) -> int:
+        """Grows with every gate change (views compare it to know what to redraw)."""
+        return self._gates_version
+
     def set_active_plot(self, index: int) -> None:
         if not 0 <= index < len(self.plots):
             raise CD7FlowError(f"no plot number {index} (have {len(self.plots)})")

@@ -10,7 +10,7 @@ from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import PLOT_MODES, TRANSFORM_KINDS, ViewerModel, path_str
 
 from .panels import PopulationTree, SampleList, StatsTable
-from .plot_view import PlotView
+from .plot_view import LivePreview, PlotView
 
 FCS_FILTER = "FCS files (*.fcs *.FCS *.lmd *.LMD);;All files (*)"
 GML_FILTER = "Gating-ML (*.xml);;All files (*)"
@@ -20,7 +20,7 @@ GATES_FILTER = "Gating files: Gating-ML, FlowJo, FACSDiva (*.xml *.wsp);;All fil
 class AxisControls(QtWidgets.QWidget):
     """X/Y channel pickers ('PnN (PnS)'), transforms, compensation, plot mode and gate tools."""
 
-    sigTool = QtCore.Signal(object)  # "rectangle" | "polygon" | "range" | None
+    sigTool = QtCore.Signal(object)  # "edit" | a drawing tool | None (pan and zoom)
 
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
@@ -48,10 +48,23 @@ class AxisControls(QtWidgets.QWidget):
             if label:
                 layout.addWidget(QtWidgets.QLabel(label))
             layout.addWidget(widget)
+        self.full_scale = QtWidgets.QToolButton()
+        self.full_scale.setText("Full scale")
+        self.full_scale.setToolTip("Show the whole scale of both axes ($PnR), undoing any zoom")
+        self.full_scale.clicked.connect(lambda: model.sample is not None and model.set_zoom(None, None))
+        layout.addWidget(self.full_scale)
+        self.layout_box = QtWidgets.QComboBox()
+        for n in (1, 2, 4):
+            self.layout_box.addItem(f"{n} plot{'s' if n > 1 else ''}", n)
+        self.layout_box.setToolTip("How many plots, each with its own axes; the controls edit the active one (click it)")
+        self.layout_box.currentIndexChanged.connect(lambda _: model.set_layout(self.layout_box.currentData()))
+        layout.addWidget(self.layout_box)
         layout.addSpacing(12)
-        layout.addWidget(QtWidgets.QLabel("Draw gate:"))
-        for tool, text, tip in (("rectangle", "Rectangle", "Drag a rectangle on the plot"),
+        for tool, text, tip in (("edit", "Edit", "Drag gates: vertices, edges, whole gates (drawing never edits)"),
+                                ("rectangle", "Rectangle", "Drag a rectangle on the plot"),
                                 ("polygon", "Polygon", "Click vertices; double-click or right-click closes"),
+                                ("ellipse", "Ellipse", "Drag the box the ellipse fills"),
+                                ("quadrant", "Quadrant", "Click where the two dividers cross"),
                                 ("range", "Range", "Histogram mode: drag an interval on x")):
             b = QtWidgets.QToolButton()
             b.setText(text)
@@ -99,8 +112,11 @@ class AxisControls(QtWidgets.QWidget):
             self.y_channel.setEnabled(not histogram)
             self.y_transform.setEnabled(not histogram)
             self.tool_buttons["range"].setEnabled(histogram)
-            self.tool_buttons["rectangle"].setEnabled(not histogram)
-            self.tool_buttons["polygon"].setEnabled(not histogram)
+            for tool in ("rectangle", "polygon", "ellipse", "quadrant"):
+                self.tool_buttons[tool].setEnabled(not histogram)
+            i = self.layout_box.findData(len(m.plots))
+            if i >= 0:
+                self.layout_box.setCurrentIndex(i)
         finally:
             self._updating = False
 
@@ -117,6 +133,10 @@ class AxisControls(QtWidgets.QWidget):
         if not self._updating:
             self.release_tools()
             self.model.set_plot_mode(mode)
+
+    @property
+    def active_tool(self) -> str | None:
+        return next((t for t, b in self.tool_buttons.items() if b.isChecked()), None)
 
     def _tool_toggled(self, tool: str, on: bool):
         if self._updating:
@@ -139,6 +159,53 @@ class AxisControls(QtWidgets.QWidget):
         self.sigTool.emit(None)
 
 
+class PlotGrid(QtWidgets.QWidget):
+    """The layout of 1-4 plots (``model.plots``), two per row; one LivePreview shared by all."""
+
+    sigError = QtCore.Signal(str)
+    sigStatus = QtCore.Signal(str)
+    sigToolFinished = QtCore.Signal()
+
+    def __init__(self, model: ViewerModel, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.preview = LivePreview(model, self)
+        self.grid = QtWidgets.QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(4)
+        self.views: list[PlotView] = []
+        self.tool: str | None = None
+        model.events.view.connect(self.sync)
+        self.sync()
+
+    def sync(self, *_):
+        """Add or remove plot widgets to match the model's layout."""
+        while len(self.views) < len(self.model.plots):
+            view = PlotView(self.model, len(self.views), self.preview)
+            view.sigError.connect(self.sigError)
+            view.sigStatus.connect(self.sigStatus)
+            view.sigToolFinished.connect(self.sigToolFinished)
+            view.sigActivated.connect(self._activate)
+            view.set_tool(self.tool)
+            self.views.append(view)
+            view.refresh()
+        while len(self.views) > len(self.model.plots):
+            view = self.views.pop()
+            self.grid.removeWidget(view)
+            view.deleteLater()
+        for i, view in enumerate(self.views):
+            self.grid.addWidget(view, i // 2, i % 2)
+
+    def _activate(self, index: int) -> None:
+        if index < len(self.model.plots):
+            self.model.set_active_plot(index)
+
+    def set_tool(self, tool: str | None) -> None:
+        self.tool = tool
+        for view in self.views:
+            view.set_tool(tool)
+
+
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, model: ViewerModel | None = None):
         super().__init__()
@@ -147,7 +214,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1280, 820)
 
-        self.plot_view = PlotView(self.model)
+        self.plots = PlotGrid(self.model)
+        self.plot_view = self.plots.views[0]
         self.controls = AxisControls(self.model)
         self.samples = SampleList(self.model)
         self.populations = PopulationTree(self.model)
@@ -157,20 +225,25 @@ class MainWindow(QtWidgets.QMainWindow):
         v = QtWidgets.QVBoxLayout(center)
         v.setContentsMargins(0, 0, 0, 0)
         v.addWidget(self.controls)
-        v.addWidget(self.plot_view, 1)
+        v.addWidget(self.plots, 1)
         self.setCentralWidget(center)
 
         left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         left.addWidget(self._titled("Samples", self.samples))
         pop_box = self._titled("Populations", self.populations)
-        remove = QtWidgets.QPushButton("Remove gate")
-        remove.clicked.connect(self.populations.remove_selected)
-        pop_box.layout().addWidget(remove)
+        buttons = QtWidgets.QHBoxLayout()
+        for text, slot, tip in (("Rename...", self.rename_dialog, "Rename the selected population (F2)"),
+                                ("Remove", self.remove_selected, "Remove the selected gate and its children (Del)")):
+            b = QtWidgets.QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(lambda *_, f=slot: self._run(f))
+            buttons.addWidget(b)
+        pop_box.layout().addLayout(buttons)
         left.addWidget(pop_box)
         left.setSizes([200, 500])
-        left.setMinimumWidth(330)
+        left.setMinimumWidth(380)
         left_dock = self._dock("Samples and gates", left, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.resizeDocks([left_dock], [340], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([left_dock], [420], QtCore.Qt.Orientation.Horizontal)
         stats_box = QtWidgets.QWidget()
         sv = QtWidgets.QVBoxLayout(stats_box)
         sv.setContentsMargins(4, 4, 4, 4)
@@ -178,14 +251,19 @@ class MainWindow(QtWidgets.QMainWindow):
         sv.addWidget(self.stats)
         self._dock("Statistics", stats_box, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
 
-        self.controls.sigTool.connect(self.plot_view.set_tool)
-        self.plot_view.sigToolFinished.connect(self.controls.release_tools)
-        for widget in (self.plot_view, self.populations):
+        self.controls.sigTool.connect(self.plots.set_tool)
+        self.plots.sigToolFinished.connect(self.controls.release_tools)
+        for widget in (self.plots, self.populations):
             widget.sigError.connect(self.show_error)
-        self.plot_view.sigStatus.connect(self._plot_note)
+        self.populations.remove_requested = self.remove_selected  # Del in the tree asks first
+        self.plots.preview.sigError.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.plots.preview.sigCounts.connect(self.populations.show_counts)
+        self.plots.preview.sigStatistics.connect(self.stats.show_rows)
+        self.plots.sigStatus.connect(self._plot_note)
         self._build_menus()
-        self.model.events.current.connect(self._update_actions)
-        self.model.events.gates.connect(self._update_actions)
+        self.model.events.sample_changed.connect(self._update_actions)
+        self.model.events.gates_changed.connect(self._update_actions)
+        self.model.events.history.connect(self._update_actions)
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
@@ -222,7 +300,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_load_gml = self._action(gate_menu, "&Load gates (Gating-ML, FlowJo, DiVa)...", self.load_gatingml_dialog)
         self.act_save_gml = self._action(gate_menu, "&Save Gating-ML...", self.save_gatingml_dialog)
         gate_menu.addSeparator()
-        self.act_clear = self._action(gate_menu, "&Clear all gates", self.model.clear_gates)
+        self.act_rename = self._action(gate_menu, "&Rename population...", self.rename_dialog, QtGui.QKeySequence(QtCore.Qt.Key.Key_F2))
+        self.act_remove = self._action(gate_menu, "Re&move gate...", self.remove_selected)
+        self.act_clear = self._action(gate_menu, "&Clear all gates...", self.clear_gates)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        self.act_undo = self._action(edit_menu, "&Undo", self.model.undo, QtGui.QKeySequence.StandardKey.Undo)
+        self.act_redo = self._action(edit_menu, "&Redo", self.model.redo)
+        self.act_redo.setShortcuts([QtGui.QKeySequence("Ctrl+Shift+Z"), QtGui.QKeySequence("Ctrl+Y")])
+        for act in (self.act_undo, self.act_redo):  # work wherever the focus is (plot, tree, table)
+            act.setShortcutContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
+            self.addAction(act)
 
     def _action(self, menu, text, slot, shortcut=None) -> QtGui.QAction:
         act = QtGui.QAction(text, self)
@@ -239,8 +326,16 @@ class MainWindow(QtWidgets.QMainWindow):
             act.setEnabled(has_sample)
         self.act_save_gml.setEnabled(has_gates)
         self.act_clear.setEnabled(has_gates)
+        self.act_rename.setEnabled(has_gates)
+        self.act_remove.setEnabled(has_gates)
+        h = self.model.history
+        self.act_undo.setEnabled(h.can_undo)
+        self.act_redo.setEnabled(h.can_redo)
+        self.act_undo.setText(f"&Undo {h.undo_label()}".rstrip())
+        self.act_redo.setText(f"&Redo {h.redo_label()}".rstrip())
         title = "cd7flow viewer"
-        self.setWindowTitle(f"{self.model.sample.name} - {title}" if has_sample else title)
+        self.setWindowTitle(f"{self.model.sample.name}[*] - {title}" if has_sample else f"{title}[*]")
+        self.setWindowModified(self.model.dirty)  # "*" after the name: gates not saved
 
     def _plot_note(self, note: str) -> None:
         """Show which gates the plot cannot draw; clear an earlier such note once all are drawn."""
@@ -263,6 +358,65 @@ class MainWindow(QtWidgets.QMainWindow):
         except OSError as exc:
             self.show_error(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}")
         return None
+
+    # ---- confirmations ----------------------------------------------------
+    @staticmethod
+    def headless() -> bool:
+        """No one can answer a dialog on the offscreen platform (tests, --screenshot)."""
+        return QtWidgets.QApplication.platformName() in ("offscreen", "minimal")
+
+    def confirm(self, text: str, title: str = "cd7flow") -> bool:
+        """Ask yes/no before something that loses work (yes when headless)."""
+        if self.headless():
+            return True
+        answer = QtWidgets.QMessageBox.question(self, title, text)
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
+    def ask_unsaved(self, doing: str) -> bool:
+        """Before ``doing`` replaces unsaved gates: save them, discard them, or cancel (False)."""
+        if not self.model.dirty or self.model.n_gates == 0 or self.headless():
+            return True
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("Unsaved gates")
+        box.setText(f"The gates have changed since they were last saved. Save them before {doing}?")
+        box.setStandardButtons(QtWidgets.QMessageBox.StandardButton.Save | QtWidgets.QMessageBox.StandardButton.Discard
+                               | QtWidgets.QMessageBox.StandardButton.Cancel)
+        answer = box.exec()
+        if answer == QtWidgets.QMessageBox.StandardButton.Save:
+            self.save_gatingml_dialog()
+            return not self.model.dirty
+        return answer == QtWidgets.QMessageBox.StandardButton.Discard
+
+    def closeEvent(self, ev: QtGui.QCloseEvent):
+        if self.ask_unsaved("closing"):
+            self.plots.preview.wait()
+            ev.accept()
+        else:
+            ev.ignore()
+
+    # ---- gates ------------------------------------------------------------
+    def remove_selected(self):
+        path = self.model.selected
+        if not path:
+            return
+        below = sum(1 for e in self.model._gates if e.path[: len(path)] == path) - 1
+        more = f" and the {below} population(s) under it" if below > 0 else ""
+        if self.confirm(f"Remove {path_str(path)}{more}? (Edit > Undo brings it back)"):
+            self.model.remove_population(path)
+
+    def clear_gates(self):
+        if self.model.n_gates and self.confirm(f"Remove all {self.model.n_gates} gates? (Edit > Undo brings them back)"):
+            self.model.clear_gates()
+
+    def rename_dialog(self):
+        path = self.model.selected
+        if not path:
+            self.statusBar().showMessage("select a population to rename", 5000)
+            return
+        name, ok = QtWidgets.QInputDialog.getText(self, "Rename population", f"New name for {path_str(path)}:",
+                                                  text=path[-1])
+        if ok and name.strip() and name.strip() != path[-1]:
+            self.model.rename_gate(path, name)
 
     # ---- files ------------------------------------------------------------
     def open_paths(self, paths) -> int:
@@ -304,6 +458,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"wrote {out}", 8000)
 
     def load_gatingml_dialog(self):
+        if not self.ask_unsaved("loading other gates"):
+            return
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Load gates", "", GATES_FILTER)
         if path:
             n = self.model.load_gating(path)

@@ -6,7 +6,7 @@ import math
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
-from cd7flow.viewer import ViewerModel
+from cd7flow.viewer import ViewerModel, format_number, path_str
 
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
@@ -50,7 +50,13 @@ class SampleList(QtWidgets.QListWidget):
 
 
 class PopulationTree(QtWidgets.QTreeWidget):
-    """The gating hierarchy with live counts; selecting a population shows only its events."""
+    """The gating hierarchy with live counts; selecting a population shows only its events.
+
+    Names are elided in the middle when the pane is narrow (the full path is the
+    tooltip); double-click or F2 renames. Automated gates carry "(auto)", adjusted
+    ones "(auto, manually adjusted)"; a population the sample cannot evaluate shows
+    a dash with the reason as tooltip.
+    """
 
     COLUMNS = ("Population", "Events", "% parent", "% total")
     sigError = QtCore.Signal(str)
@@ -63,7 +69,14 @@ class PopulationTree(QtWidgets.QTreeWidget):
         self.setHeaderLabels(list(self.COLUMNS))
         self.header().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.header().setStretchLastSection(False)
+        self.header().setMinimumSectionSize(40)
+        self.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
+        self.setIndentation(14)
         self.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.DoubleClicked
+                             | QtWidgets.QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.remove_requested = self.remove_selected  # the window replaces it with a confirming one
+        self.itemChanged.connect(self._item_renamed)
         self.items: dict[tuple[str, ...], QtWidgets.QTreeWidgetItem] = {}
         for signal in (model.events.current, model.events.gates):
             signal.connect(self.refresh)
@@ -88,8 +101,18 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 item.setData(0, PATH_ROLE, row.path)
                 for col in (1, 2, 3):
                     item.setTextAlignment(col, QtCore.Qt.AlignmentFlag.AlignRight)
+                tip = path_str(row.path) if row.path else "All events"
                 if row.gate is not None:
-                    item.setToolTip(0, f"{type(row.gate).__name__}: {', '.join(map(str, row.gate.dimensions))}")
+                    tip += f"\n{type(row.gate).__name__}: {', '.join(map(str, row.gate.dimensions))}"
+                    item.setFlags(item.flags() | QtCore.Qt.ItemFlag.ItemIsEditable)
+                if row.automated:
+                    tip += "\nautomated gate" + (", manually adjusted" if row.adjusted else "")
+                    item.setForeground(0, QtGui.QBrush(QtGui.QColor(160, 80, 0) if row.adjusted
+                                                       else QtGui.QColor(0, 90, 160)))
+                if row.blank_reason:
+                    tip += f"\ncannot be evaluated: {row.blank_reason}"
+                    item.setToolTip(1, row.blank_reason)
+                item.setToolTip(0, tip)
                 if parent is None:
                     self.addTopLevelItem(item)
                 else:
@@ -128,10 +151,33 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 self.model.select(path)
 
     def keyPressEvent(self, ev: QtGui.QKeyEvent):
-        if ev.key() in (QtCore.Qt.Key.Key_Delete, QtCore.Qt.Key.Key_Backspace):
-            self.remove_selected()
+        if ev.key() in (QtCore.Qt.Key.Key_Delete, QtCore.Qt.Key.Key_Backspace) and self.state() != self.State.EditingState:
+            self.remove_requested()
         else:
             super().keyPressEvent(ev)
+
+    def _item_renamed(self, item: QtWidgets.QTreeWidgetItem, column: int) -> None:
+        if self._updating or column != 0:
+            return
+        path = tuple(item.data(0, PATH_ROLE) or ())
+        if path and item.text(0) != path[-1]:
+            try:
+                self.model.rename_gate(path, item.text(0))
+            except CD7FlowError as exc:
+                self.sigError.emit(str(exc))
+                self.refresh()
+
+    def show_counts(self, counts: dict) -> None:
+        """Live counts while a gate is dragged ({path: (count | None, % parent)}), before it is committed."""
+        self._updating = True
+        try:
+            for path, (count, pct) in counts.items():
+                item = self.items.get(tuple(path))
+                if item is not None:
+                    item.setText(1, "\u2014" if count is None else f"{count:,}")
+                    item.setText(2, _pct(pct))
+        finally:
+            self._updating = False
 
     def remove_selected(self):
         if self.model.selected:
@@ -144,8 +190,8 @@ class PopulationTree(QtWidgets.QTreeWidget):
 class StatsTable(QtWidgets.QTableWidget):
     """Per-channel statistics of the selected population (from ViewerModel.statistics)."""
 
-    COLUMNS = ("channel", "marker", "median", "mean", "sd", "geometric_mean", "cv", "robust_cv")
-    HEADERS = ("Channel", "Marker", "Median", "Mean", "SD", "Geo. mean", "CV %", "rCV %")
+    COLUMNS = ("channel", "marker", "median", "mean", "sd", "geometric_mean", "geometric_mean_n", "cv", "robust_cv")
+    HEADERS = ("Channel", "Marker", "Median", "Mean", "SD", "Geo. mean (>0)", "n > 0", "CV %", "rCV %")
 
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
@@ -155,8 +201,17 @@ class StatsTable(QtWidgets.QTableWidget):
         self.verticalHeader().setVisible(False)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.caption = QtWidgets.QLabel()
-        for signal in (model.events.current, model.events.gates, model.events.selection, model.events.view):
+        self.horizontalHeaderItem(5).setToolTip("Geometric mean of the events > 0 (undefined at or below 0); "
+                                                "'n > 0' says how many events that was")
+        # axes and transforms never change statistics (channel units): the view signal is not observed
+        for signal in (model.events.sample_changed, model.events.gates_changed, model.events.selection):
             signal.connect(self.refresh)
+        self._shown_key = None
+        model.events.view.connect(self._view_changed)
+
+    def _view_changed(self, *_):
+        if self.model.sample is not None and self._shown_key != (id(self.model.sample), self.model.compensated):
+            self.refresh()  # compensation toggled: compensated statistics
 
     def refresh(self, *_):
         m = self.model
@@ -165,19 +220,24 @@ class StatsTable(QtWidgets.QTableWidget):
         except CD7FlowError as exc:
             self.caption.setText(f"statistics unavailable: {exc}")
             rows = []
+        self._shown_key = (id(m.sample), m.compensated) if m.sample is not None else None
+        self.show_rows(rows)
+
+    def show_rows(self, rows) -> None:
+        """Fill the table (also called with a dragged gate's live statistics)."""
+        m = self.model
         self.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, key in enumerate(self.COLUMNS):
                 value = row[key]
-                text = value if isinstance(value, str) else ("-" if not math.isfinite(value) else f"{value:,.4g}")
-                item = QtWidgets.QTableWidgetItem(text)
+                item = QtWidgets.QTableWidgetItem(format_number(value))
                 if not isinstance(value, str):
                     item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
                 self.setItem(r, c, item)
         if rows:
             first = rows[0]
             self.caption.setText(
-                f"<b>{first['population']}</b>: {first['count']:,} events, "
+                f"<b>{first['population']}</b>: {format_number(first['count'])} events, "
                 f"{_pct(first['percent_of_parent'])}% of parent, {_pct(first['percent_of_total'])}% of total"
                 + (" (compensated)" if m.compensated else "")
             )
