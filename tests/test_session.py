@@ -158,8 +158,9 @@ def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(make_window
 
     w = _worked_window(make_window, study)
     m = w.model
+    assert m.dirty and w.isWindowModified()
     out = w.session_actions.save_to(tmp_path / "work.cd7session.json")
-    assert not m.dirty
+    assert not m.dirty and not w.isWindowModified()
     fresh = make_window()
     assert fresh.session_actions.open(out) is fresh
     r = fresh.model
@@ -178,6 +179,7 @@ def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(make_window
         assert r.is_manually_adjusted(path) == m.is_manually_adjusted(path)
     assert r.is_manually_adjusted(BLASTS) and not r.is_manually_adjusted(BLASTS[:-1])
     assert r.edit_log == m.edit_log
+    assert not r.dirty and not fresh.isWindowModified() and not r.history.can_undo
     assert r.view_state() == m.view_state()
     assert r.selected == BLASTS and (r.x_channel, r.y_channel) == (m.x_channel, m.y_channel)
     # the population tree widget of the new window shows the reloaded counts

@@ -137,8 +137,9 @@ class SessionActions:
     def save_to(self, path: str | Path) -> Path:
         out = save_session(self._capture(), path)
         self.path = Path(out)
-        if hasattr(self.window.model, "dirty"):
-            self.window.model.dirty = False
+        model = self.window.model
+        model.dirty = False  # the gates are in the session: nothing unsaved (the title loses its "*")
+        model.events.history.emit()
         self.window.statusBar().showMessage(f"saved session {out}", 8000)
         return out
 
