@@ -291,3 +291,14 @@ def test_a_fit_for_a_sample_no_longer_shown_is_dropped(window, qtbot):
     panel = window.autogate
     qtbot.waitUntil(lambda: panel.run_button.isEnabled(), timeout=10_000)
     assert not panel.progress.isVisible() and "fit of P01_screening_BM.fcs dropped" in panel.status.text()
+
+
+def test_the_sample_browsers_protocol_is_used_unless_the_user_picks_one(window, qtbot):
+    window.open_paths([SCREENING])
+    c = window.autogate.controller
+    c.protocol_hint = lambda sample: "leukocytes" if sample.name == SCREENING.name else None
+    result = _autogate(window, qtbot)
+    assert result.protocol.name == "leukocytes" and result.why == "the sample browser's protocol for this file"
+    panel = window.autogate
+    panel.protocol.setCurrentIndex(panel.protocol.findData("screening"))
+    assert _autogate(window, qtbot).protocol.name == "screening"

@@ -121,16 +121,17 @@ class AutoGate:
                 "protocol_sha256": self.protocol.sha256}
 
 
-def run_autogate(sample: Sample, protocol: str | Protocol | None = None, *, tube: str | None = None) -> AutoGate:
+def run_autogate(sample: Sample, protocol: str | Protocol | None = None, *, tube: str | None = None,
+                 why: str = "chosen by the user") -> AutoGate:
     """Fit ``protocol`` (default: :func:`choose_protocol`) on ``sample``; raises a
     :class:`~cd7flow.errors.NotEvaluable` naming the file when a required gate cannot be fitted.
-    Pure: safe to run on a worker thread (the sample is only read)."""
+    ``why`` says where a given protocol came from. Pure: safe on a worker thread (the sample is
+    only read)."""
     if protocol is None:
         name, why = choose_protocol(sample, tube)
         proto = load_protocol(name)
     else:
         proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-        why = "chosen by the user"
     start = time.perf_counter()
     try:
         gated = run_protocol_gates(sample, proto)

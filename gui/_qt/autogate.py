@@ -40,14 +40,15 @@ class _Signals(QtCore.QObject):
 class _Job(QtCore.QRunnable):
     """One fit on a worker thread; the result travels back by a queued signal."""
 
-    def __init__(self, job: int, sample, protocol):
+    def __init__(self, job: int, sample, protocol, why: str):
         super().__init__()
-        self.job, self.sample, self.protocol = job, sample, protocol
+        self.job, self.sample, self.protocol, self.why = job, sample, protocol, why
         self.signals = _Signals()
 
     def run(self) -> None:
         try:
-            result = run_autogate(self.sample, self.protocol)
+            result = (run_autogate(self.sample, self.protocol, why=self.why) if self.protocol
+                      else run_autogate(self.sample))
         except CD7FlowError as exc:
             self.signals.failed.emit(self.job, str(exc))
         except Exception as exc:  # noqa: BLE001 - a fit bug must reach the user, not kill the worker silently
@@ -71,7 +72,8 @@ class AutoGateController(QtCore.QObject):
     def __init__(self, model, parent=None):
         super().__init__(parent)
         self.model = model
-        self.protocol: str | None = None
+        self.protocol: str | None = None  # the user's choice here; None: the browser's, else by tube
+        self.protocol_hint = None  # callable(sample) -> protocol name or None (the sample browser's choice)
         self.last: AutoGate | None = None
         self._pool = QtCore.QThreadPool(self)
         self._pool.setMaxThreadCount(1)
@@ -83,17 +85,22 @@ class AutoGateController(QtCore.QObject):
         return bool(self._running)
 
     def _target(self):
+        """(sample, protocol to fit or None = by tube, why, name shown)."""
         sample = self.model.sample
         if sample is None:
             raise CD7FlowError("open a sample first")
-        name = self.protocol or choose_protocol(sample)[0]
-        return sample, self.protocol, name
+        if self.protocol:
+            return sample, self.protocol, "chosen by the user", self.protocol
+        hinted = self.protocol_hint(sample) if self.protocol_hint is not None else None
+        if hinted:
+            return sample, hinted, "the sample browser's protocol for this file", hinted
+        return sample, None, "", choose_protocol(sample)[0]
 
     def start(self) -> None:
         """Fit on a worker thread; sigFinished or sigFailed follows."""
-        sample, protocol, name = self._target()
+        sample, protocol, why, name = self._target()
         self._job += 1
-        job = _Job(self._job, sample, protocol)
+        job = _Job(self._job, sample, protocol, why)
         job.setAutoDelete(False)  # kept in _running until its signal is handled
         job.signals.finished.connect(self._finished, QtCore.Qt.ConnectionType.QueuedConnection)
         job.signals.failed.connect(self._failed, QtCore.Qt.ConnectionType.QueuedConnection)
@@ -103,8 +110,8 @@ class AutoGateController(QtCore.QObject):
 
     def run_now(self) -> AutoGate:
         """Fit on this thread and apply (headless screenshots, scripts); raises CD7FlowError."""
-        sample, protocol, _ = self._target()
-        result = run_autogate(sample, protocol)
+        sample, protocol, why, _ = self._target()
+        result = run_autogate(sample, protocol, why=why) if protocol else run_autogate(sample)
         self._apply(result)
         return result
 
@@ -415,11 +422,12 @@ class AutoGatePanel(QtWidgets.QWidget):
         self.model = model
         self.controller = AutoGateController(model, self)
         self.protocol = QtWidgets.QComboBox()
-        self.protocol.addItem(AUTO, None)
+        self.protocol.addItem(AUTO, None)  # the sample browser's protocol when it has the file
         for name in protocol_choices():
             self.protocol.addItem(name, name)
-        self.protocol.setToolTip("Protocol whose automated gates are fitted; 'auto' picks it from the tube "
-                                 "(screening/FMO: screening, CAR/MRD: car, else leukocytes)")
+        self.protocol.setToolTip("Protocol whose automated gates are fitted; 'auto': the sample browser's "
+                                 "protocol for the file, else by tube (screening/FMO: screening, CAR/MRD: car, "
+                                 "else leukocytes)")
         self.run_button = QtWidgets.QPushButton("Auto-gate")
         self.run_button.setToolTip("Fit the protocol's gates on the current sample (Ctrl+G)")
         self.progress = QtWidgets.QProgressBar()
@@ -526,6 +534,20 @@ def install(window) -> AutoGatePanel:
     act.setShortcut(QtGui.QKeySequence("Ctrl+G"))
     act.triggered.connect(lambda *_: panel.start())
     menu.insertAction(menu.actions()[0] if menu.actions() else None, act)
+    panel.controller.protocol_hint = lambda sample: _browser_protocol(window, sample)
     window.autogate = panel
     window.act_autogate = act
     return panel
+
+
+def _browser_protocol(window, sample) -> str | None:
+    """The protocol the sample browser shows for ``sample`` (its tube's, or the user's pick there),
+    when the window has a browser and the file is in its workspace."""
+    workstation = getattr(window, "workstation", None)
+    workspace = getattr(getattr(workstation, "browser", None), "workspace", None)
+    if workspace is None or not sample.path:
+        return None
+    try:
+        return workspace.protocol_for(sample.path)
+    except CD7FlowError:
+        return None  # opened outside the workspace

@@ -121,10 +121,13 @@ def take_screenshot(args: ScreenshotArgs):
 
     from ..app import create_window
 
-    files = expand_inputs(args.path)
     window = create_window()
     window.show_error = _warn  # headless: an unreadable file is a warning line, not a dialog
-    window.open_paths([str(f) for f in files])
+    workstation = getattr(window, "workstation", None)
+    if workstation is not None and hasattr(workstation, "open_paths"):
+        workstation.open_paths([str(args.path)])  # the sample browser: patient > tube > file
+    else:
+        window.open_paths([str(f) for f in expand_inputs(args.path)])
     if window.model.sample is None:
         raise CD7FlowError(f"{args.path}: no FCS file could be opened")
     if window.model.current_index != 0:
