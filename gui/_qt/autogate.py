@@ -26,7 +26,7 @@ from cd7flow.workstation.autogate import (
 )
 from gating.gates import points_in_polygon
 
-AUTO = "auto (by tube)"
+AUTO = "auto (the file's protocol)"
 GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=2.5)
 PLOT_WIDTH, PLOT_HEIGHT = 215, 220  # pixels per small plot; the grid has as many columns as fit
