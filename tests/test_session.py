@@ -225,3 +225,26 @@ def test_all_four_exports_are_in_the_file_menu(make_window, monkeypatch, study, 
 
     assert BLASTS in {p.path for p in read_gatingml(tmp_path / "gates.xml").tree.populations()}
     assert (tmp_path / "stats.csv").stat().st_size > 0
+
+
+def test_model_session_keeps_drawn_quadrant_and_ellipse_gates(tmp_path, study):
+    """Qt-free: a session of the viewer model with hand-drawn gates (a quadrant gate makes four
+    populations from one gate) comes back with the same gates and counts."""
+    from cd7flow.viewer import ViewerModel
+    from cd7flow.workstation.session import capture_session, restore_session
+
+    m = ViewerModel()
+    assert m.open_files([study["P01_screening_BM.fcs"]]) == []
+    m.set_axes(x="CD7", y="CD3", x_transform="logicle", y_transform="logicle")
+    quad = m.add_quadrant_gate(0.4, 0.4, name="Q")
+    m.select(())
+    m.add_ellipse_gate((0.6, 0.6), (0.1, 0.15), name="E")
+    out = save_session(capture_session(m), tmp_path / "drawn.json")
+    r = ViewerModel()
+    restore_session(r, load_session(out))
+    before = {row.path: row.count for row in m.populations()}
+    after = {row.path: row.count for row in r.populations()}
+    assert after == before
+    quadrants = [p for p in before if p and p[:-1] == quad[:-1] and p != ("E",)]
+    assert len(quadrants) == 4 and sum(before[p] for p in quadrants) == 25_000
+    assert not r.is_automated(quad) and r.edit_log == []

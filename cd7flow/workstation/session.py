@@ -282,7 +282,7 @@ def load_session(path: str | os.PathLike) -> LoadedSession:
         loaded.gates = gatingml_to_strategy(session.gates.gatingml, f"{path} (gates)")
         if session.gates.fitted_gatingml is not None:
             loaded.fitted = gatingml_to_strategy(session.gates.fitted_gatingml, f"{path} (fitted gates)")
-        known = {pop.path_str for pop in loaded.gates.tree.populations()}
+        known = {"/" + "/".join(path) for path, _, _ in _gates(loaded.gates.tree)}
         unknown = [e["path"] for e in session.gates.entries if e["path"] not in known]
         if unknown:
             raise SessionError(path, f"gate entries name populations its gates do not have: {', '.join(unknown)}")
@@ -290,14 +290,15 @@ def load_session(path: str | os.PathLike) -> LoadedSession:
 
 
 # ---------------------------------------------------------------- the viewer model <-> a session
-def _gate_paths(tree) -> list[tuple[str, ...]]:
-    """Path of every gate of ``tree`` once (a quadrant gate's, not its quadrants')."""
+def _gates(tree) -> list[tuple[tuple[str, ...], Any, tuple[str, ...]]]:
+    """(gate path, gate, parent path) of every gate of ``tree`` once: a quadrant gate by its own
+    id (parent + gate id), not by its quadrants' populations."""
     seen: set[int] = set()
     out = []
     for pop in tree.populations():
         if id(pop.gate) not in seen:
             seen.add(id(pop.gate))
-            out.append(pop.parent_path + (pop.gate.id,))
+            out.append((pop.parent_path + (pop.gate.id,), pop.gate, pop.parent_path))
     return out
 
 
@@ -316,7 +317,7 @@ def capture_session(model, *, protocol: str | None = None, fitted_on: int | None
     if len(tree):
         strategy = model.strategy()
         entries, fitted_tree, any_automated = [], GatingTree(), False
-        for path in _gate_paths(tree):
+        for path, _gate, _parent in _gates(tree):
             e = model.entry_at(path)
             entries.append({"path": "/" + "/".join(path), "automated": bool(e.automated), "source": e.source})
             fitted = e.fitted if e.automated and e.fitted is not None else e.gate
@@ -350,16 +351,16 @@ def restore_session(model, loaded: LoadedSession) -> None:
         model.set_current(max(session.current, 0))
     if loaded.gates is not None:
         info = {e["path"]: e for e in session.gates.entries}
+        as_fitted = {path: gate for path, gate, _ in _gates(loaded.fitted.tree)} if loaded.fitted is not None else {}
         entries = []
-        for path in _gate_paths(loaded.gates.tree):
-            gate: Gate = loaded.gates.tree.find(path).gate
+        for path, gate, parent in _gates(loaded.gates.tree):
             e = info.get("/" + "/".join(path), {})
-            fitted = None
-            if e.get("automated") and loaded.fitted is not None:
-                fitted = loaded.fitted.tree.find(path).gate
+            fitted: Gate | None = None
+            if e.get("automated"):
+                fitted = as_fitted.get(path, gate)
                 if gate_geometry(fitted) == gate_geometry(gate):
                     fitted = gate  # unchanged since the fit (the model tells adjustments by identity)
-            entries.append(GateEntry(gate, path[:-1], bool(e.get("automated")), str(e.get("source", "")), fitted))
+            entries.append(GateEntry(gate, parent, bool(e.get("automated")), str(e.get("source", "")), fitted))
         model.restore_gates(tuple(entries), transforms=loaded.gates.transforms,
                             compensations=loaded.gates.compensations, edit_log=session.edit_log)
     model.restore_view_state(session.view)
