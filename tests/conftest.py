@@ -63,11 +63,20 @@ def make_window(qtbot, monkeypatch):
 
     monkeypatch.setattr(QtWidgets.QMessageBox, "critical", staticmethod(record))
 
+    from PySide6 import QtCore
+
+    made = []
+
     def make():
         w = create_window()
         w.errors_shown = []
         qtbot.addWidget(w)
         w.show()
+        made.append(w)
         return w
 
-    return make
+    yield make
+    for w in made:  # no worker thread may outlive its window (queued jobs dropped, running ones finish)
+        for pool in w.findChildren(QtCore.QThreadPool):
+            pool.clear()
+            pool.waitForDone()

@@ -90,7 +90,7 @@ def test_two_bad_files_are_both_named_by_the_session(study, fitted, tmp_path):
     out = save_session(_session(study, fitted), tmp_path / "s.json")
     for p in study.values():
         p.unlink()
-    with pytest.raises(SessionError, match="2 data files cannot be restored") as err:
+    with pytest.raises(SessionError, match="2 files cannot be restored") as err:
         load_session(out)
     assert all(str(p) in str(err.value) for p in study.values())
 
@@ -248,3 +248,37 @@ def test_model_session_keeps_drawn_quadrant_and_ellipse_gates(tmp_path, study):
     quadrants = [p for p in before if p and p[:-1] == quad[:-1] and p != ("E",)]
     assert len(quadrants) == 4 and sum(before[p] for p in quadrants) == 25_000
     assert not r.is_automated(quad) and r.edit_log == []
+
+
+def test_a_missing_study_manifest_is_named(study, fitted, tmp_path):
+    manifest = tmp_path / "study" / "manifest.csv"
+    manifest.write_text("file,patient,tube,collection_date\nP01_screening_BM.fcs,P01,screening,2024-02-12\n")
+    session = _session(study, fitted)
+    session.study = [str(manifest)]
+    out = save_session(session, tmp_path / "s.json")
+    assert load_session(out).session.study == [str(manifest)]
+    manifest.unlink()
+    with pytest.raises(SessionError) as err:
+        load_session(out)
+    assert err.value.path == str(manifest) and "opened this study" in str(err.value)
+
+
+def test_session_reopens_the_sample_browsers_study(make_window, tmp_path):
+    """With the sample browser (the panels' workstation), the study it showed comes back too."""
+    w = make_window()
+    if getattr(w, "workstation", None) is None:
+        pytest.skip("this window has no sample browser")
+    folder = tmp_path / "demo"
+    shutil.copytree(REPO / "sample_fcs", folder)
+    w.workstation.open_paths([str(folder / "manifest.csv")])
+    w.autogate.controller.run_now()
+    ws = w.workstation.browser.workspace
+    screening = str((folder / "P01_screening_BM.fcs").resolve())
+    ws.set_protocol(screening, "screening_tall")
+    out = w.session_actions.save_to(tmp_path / "s.json")
+    fresh = make_window()
+    fresh.session_actions.open(out)
+    ws2 = fresh.workstation.browser.workspace
+    assert ws2.manifest == ws.manifest and ws2.paths() == ws.paths()
+    assert ws2.protocol_for(screening) == "screening_tall"
+    assert {r.path: r.count for r in fresh.model.populations()} == {r.path: r.count for r in w.model.populations()}

@@ -72,10 +72,13 @@ class Session:
     protocol: str | None = None  # the protocol chosen in the auto-gate panel (None: by tube)
     saved_at: str = ""
     cd7flow_version: str = ""
+    study: list[str] = field(default_factory=list)  # manifest / folder the sample browser opened (absolute)
+    file_protocols: dict[str, str] = field(default_factory=dict)  # file path -> protocol picked in the browser
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "saved_at": self.saved_at,
                 "cd7flow_version": self.cd7flow_version, "current": self.current, "protocol": self.protocol,
+                "study": list(self.study), "file_protocols": dict(self.file_protocols),
                 "samples": [jsonable(s) for s in self.samples],
                 "gates": None if self.gates is None else jsonable(self.gates),
                 "edit_log": jsonable(self.edit_log), "view": jsonable(self.view)}
@@ -201,8 +204,14 @@ def read_session(path: str | os.PathLike) -> Session:
     if not isinstance(log, list) or not all(isinstance(e, dict) for e in log):
         raise SessionError(path, "\"edit_log\" must be a list of objects")
     gates = _gate_set(path, data.get("gates"), len(samples))
+    study = data.get("study") or []
+    if not isinstance(study, list) or not all(isinstance(p, str) and os.path.isabs(p) for p in study):
+        raise SessionError(path, "\"study\" must be a list of absolute paths")
+    chosen = data.get("file_protocols") or {}
+    if not isinstance(chosen, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in chosen.items()):
+        raise SessionError(path, "\"file_protocols\" must map file paths to protocol names")
     return Session(samples, current, gates, log, view, protocol, str(data.get("saved_at", "")),
-                   str(data.get("cd7flow_version", "")))
+                   str(data.get("cd7flow_version", "")), study, chosen)
 
 
 def _entry(path: Path, k: int, row: Any) -> SampleEntry:
@@ -272,10 +281,13 @@ def load_session(path: str | os.PathLike) -> LoadedSession:
                                          f"(sha256 now {sample.sha256[:12]}..., saved {entry.sha256[:12]}...)"))
             continue
         samples.append(sample)
+    for where in session.study:
+        if not Path(where).exists():
+            problems.append((where, f"is missing (moved or deleted); the session {path} opened this study"))
     if len(problems) == 1:
         raise SessionError(*problems[0])
     if problems:
-        raise SessionError(path, f"{len(problems)} data files cannot be restored: "
+        raise SessionError(path, f"{len(problems)} files cannot be restored: "
                                  + "; ".join(f"{p} {why.split(';')[0]}" for p, why in problems))
     loaded = LoadedSession(session, samples)
     if session.gates is not None:

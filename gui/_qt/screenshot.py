@@ -165,6 +165,11 @@ def main(args: Sequence[str]) -> int:
     except CD7FlowError as exc:
         print(f"cd7flow-gui: {exc}", file=sys.stderr)
         return 2
+    from PySide6 import QtCore
+
+    for pool in window.findChildren(QtCore.QThreadPool):  # background work (e.g. QC icons) stops here
+        pool.clear()
+        pool.waitForDone()
     p = result.protocol
     print(f"wrote {parsed.out} ({parsed.size[0]}x{parsed.size[1]}): {result.sample.name} auto-gated with "
           f"protocol {p.name} v{p.version}, {len(result.tree)} populations")

@@ -131,8 +131,13 @@ class SessionActions:
         fitted_on = None
         if last is not None:
             fitted_on = next((i for i, s in enumerate(self.window.model.samples) if s is last.sample), None)
-        return capture_session(self.window.model, protocol=controller.protocol if controller else None,
-                               fitted_on=fitted_on, fit_protocol=last.provenance() if last else None)
+        session = capture_session(self.window.model, protocol=controller.protocol if controller else None,
+                                  fitted_on=fitted_on, fit_protocol=last.provenance() if last else None)
+        workspace = _workspace(self.window)
+        if workspace is not None:  # the study the sample browser shows, and protocols picked there
+            session.study = [str(Path(p).absolute()) for p in (workspace.manifest, workspace.folder) if p][:1]
+            session.file_protocols = dict(workspace.protocol_override)
+        return session
 
     def save_to(self, path: str | Path) -> Path:
         out = save_session(self._capture(), path)
@@ -168,7 +173,16 @@ class SessionActions:
             target = create_window()
             target.show()
             self.window.session_windows = [*getattr(self.window, "session_windows", []), target]  # keep it alive
+        workspace = _workspace(target)
+        if workspace is not None and loaded.session.study:
+            target.workstation.browser.open_paths(loaded.session.study)
         restore_session(target.model, loaded)
+        if workspace is not None:
+            for path, name in loaded.session.file_protocols.items():
+                try:
+                    workspace.set_protocol(path, name)
+                except CD7FlowError as exc:  # e.g. a lab protocol file that is gone: say so, keep the rest
+                    target.statusBar().showMessage(f"protocol of {path} not restored: {exc}", 15000)
         target.session_actions.path = Path(path)
         panel = getattr(target, "autogate", None)
         if panel is not None and loaded.session.protocol:
@@ -189,6 +203,11 @@ class SessionActions:
                 path += suffix
             out = export_plot(plot_widget(self.window), path)
             self.window.statusBar().showMessage(f"wrote {out}", 8000)
+
+
+def _workspace(window):
+    """The sample browser's workspace, when the window has one."""
+    return getattr(getattr(getattr(window, "workstation", None), "browser", None), "workspace", None)
 
 
 def install(window) -> SessionActions:
