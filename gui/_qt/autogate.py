@@ -436,6 +436,11 @@ class AutoGatePanel(QtWidgets.QWidget):
         self.progress.hide()
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
+        self._busy_text = ""
+        self._clock = QtCore.QElapsedTimer()
+        self._ticker = QtCore.QTimer(self)
+        self._ticker.setInterval(200)
+        self._ticker.timeout.connect(self._tick)
         self.grid = GateGrid(model)
         self.scroll = _GridScroll(self.grid)
         top = QtWidgets.QHBoxLayout()
@@ -489,9 +494,17 @@ class AutoGatePanel(QtWidgets.QWidget):
     def _started(self, text: str) -> None:
         self.run_button.setEnabled(False)
         self.progress.show()
+        self._busy_text = text
+        self._clock.start()
+        self._ticker.start()
         self.status.setText(text)
 
+    def _tick(self) -> None:
+        """The fit reports no fractions: the busy bar moves and the seconds count up."""
+        self.status.setText(f"{self._busy_text} {self._clock.elapsed() / 1000:.1f} s")
+
     def _done(self) -> None:
+        self._ticker.stop()
         self.run_button.setEnabled(True)
         self.progress.hide()
 
