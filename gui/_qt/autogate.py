@@ -228,10 +228,8 @@ class GateGrid(pg.GraphicsLayoutWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self.refresh)
-        for name in ("gates_changed", "sample_changed", "gates", "current", "selection", "selection_changed"):
-            signal = getattr(model.events, name, None)
-            if signal is not None:
-                signal.connect(self.schedule)
+        for signal in (model.events.gates_changed, model.events.sample_changed, model.events.selection):
+            signal.connect(self.schedule)
 
     def schedule(self, *_):
         self._timer.start()
@@ -299,6 +297,7 @@ class GateGrid(pg.GraphicsLayoutWidget):
                 item.setYRange(*item.step.ranges[1], padding=0)
         self._generation += 1
         job = _PictureJob(self._generation, [i.step for i in self.plots], result, source, tuple(m.selected))
+        job.setAutoDelete(False)  # kept in _jobs until its signal is handled
         job.signals.done.connect(self._pictures_done, QtCore.Qt.ConnectionType.QueuedConnection)
         self._jobs[self._generation] = job
         self._pool.start(job)
@@ -316,10 +315,11 @@ class GateGrid(pg.GraphicsLayoutWidget):
 
     def _pictures_done(self, generation: int, pictures) -> None:
         self._jobs.pop(generation, None)
-        if generation != self._generation or isinstance(pictures, str):
-            if isinstance(pictures, str) and generation == self._generation:
-                self.sigError.emit(pictures)
+        if generation != self._generation:
             return  # a newer refresh is on its way
+        if isinstance(pictures, str):
+            self.sigError.emit(pictures)
+            return
         transforms = self.model.strategy().transforms
         selected = tuple(self.model.selected)
         for item, picture in zip(self.plots, pictures):
@@ -377,7 +377,7 @@ class GateGrid(pg.GraphicsLayoutWidget):
             pen = SELECTED_PEN if g.path == selected else GATE_PEN
             n, pct = picture.counts[g.path]
             label = pg.TextItem(f"{g.name}\n{n:,} ({pct:.1f}%)" if math.isfinite(pct) else f"{g.name}\n{n:,}",
-                                color=(20, 60, 160), anchor=(0.5, 1.0))
+                                color=(20, 60, 160))
             label.setFont(QtGui.QFont("Sans", 7))
             if g.interval is not None:
                 lo, hi = g.interval
