@@ -1,15 +1,18 @@
 """A viewer session in one JSON file: which files, their gates, the edits, the view.
 
 The file (schema :data:`SCHEMA`, version :data:`SCHEMA_VERSION`) lists every open sample by
-absolute path and the sha256 of its bytes, with its gates as Gating-ML 2.0 text (the same
-writer as Gates > Save, so the gates can also be cut out and used with ``cd7flow gate``),
-whether they are a protocol's automated gates (protocol name, version and sha256), the log of
-manual adjustments, and the view state (axes, transforms, compensation, zoom...). It is
-written atomically (:func:`cd7flow.outputs.atomic_output`).
+absolute path and the sha256 of its bytes; the gates as Gating-ML 2.0 text (the writer of
+Gates > Save, so they can be cut out and used with ``cd7flow gate``), twice when some are
+automated: as they are now and as the protocol fitted them, with per gate whether it is
+automated and its source, the protocol's name, version and sha256, and the sample it was fitted
+on (the viewer applies one tree to every open sample, like a FlowJo group); the log of manual
+adjustments (who, when, old -> new); the view state (plots, axes, scales, zoom, compensation,
+selection); and the study the sample browser showed. It is written atomically
+(:func:`cd7flow.outputs.atomic_output`).
 
-Reading is all or nothing: :func:`read_session` checks the schema, then :func:`load_session`
-reads every data file, compares its sha256 with the one saved and parses every gate set
-*before* anything is handed to the viewer; a file that moved, disappeared or changed raises a
+Reading is all or nothing: :func:`read_session` checks the layout, then :func:`load_session`
+reads every data file, compares its sha256 with the one saved and parses the gates *before*
+anything is handed to the viewer; a file that moved, disappeared or changed raises a
 :class:`~cd7flow.errors.SessionError` naming it and saying what is wrong.
 """
 from __future__ import annotations
