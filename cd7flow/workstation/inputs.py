@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import CD7FlowError, FileProblem
+from ..errors import FileProblem
 
 
 def expand_inputs(path: str | os.PathLike) -> list[Path]:
@@ -36,17 +36,3 @@ def expand_inputs(path: str | os.PathLike) -> list[Path]:
         return files
     return [p]
 
-
-def expand_all(paths) -> list[Path]:
-    """:func:`expand_inputs` over several paths, each file once (first occurrence wins)."""
-    seen: set[Path] = set()
-    out: list[Path] = []
-    for path in paths:
-        for f in expand_inputs(path):
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    if not out:
-        raise CD7FlowError("no FCS file to open")
-    return out
