@@ -356,7 +356,7 @@ def test_export_population_writes_a_readable_fcs(window, fcs_file, raw_events, t
     assert list(fd.pnn_labels) == CHANNELS
 
 
-def test_export_statistics_csv(window, fcs_file, raw_events, tmp_path, monkeypatch):
+def test_export_statistics_csv(window, qtbot, fcs_file, raw_events, tmp_path, monkeypatch):
     import pandas as pd
 
     window.open_paths([fcs_file])
@@ -376,6 +376,8 @@ def test_export_statistics_csv(window, fcs_file, raw_events, tmp_path, monkeypat
     assert med == pytest.approx(np.median(raw_events[keep, 2]), rel=1e-6)
     # the table widget shows the same median for the selected population
     m.select(("Lymphs",))
+    # computed off the UI thread
+    qtbot.waitUntil(lambda: "/Lymphs</b>" in window.stats.caption.text() and " events" in window.stats.caption.text(), timeout=5000)
     row = [r for r in range(window.stats.rowCount()) if window.stats.item(r, 0).text() == "FL1-A"][0]
     assert float(window.stats.item(row, 2).text().replace(",", "")) == pytest.approx(med, rel=1e-3)
 
@@ -553,6 +555,7 @@ def test_stored_float32_channels_are_not_cached_as_float64(fcs_file):
 def test_switching_sample_clears_the_previous_sources_cache(window, fcs_file):
     window.open_paths([fcs_file])
     first = window.model.source()
+    window.model.set_axes(x="FL1-A")  # compensated logicle: a computed column
     window.model.values("x")
     assert first.cached_bytes > 0
     window.open_paths([fcs_file])

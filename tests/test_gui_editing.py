@@ -84,8 +84,7 @@ def test_dragging_a_polygon_vertex_updates_counts_and_undo_redo(window, qtbot, f
     assert stats["FSC-A"]["count"] == ref
     inside = MplPath(new).contains_points(raw_events[:, :2])
     assert stats["FL1-A"]["median"] == pytest.approx(np.median(raw_events[inside, 2]), rel=1e-9)
-    table = window.stats
-    assert table.caption.text().startswith(f"<b>/Blasts</b>: {ref:,} events")
+    qtbot.waitUntil(lambda: window.stats.caption.text().startswith(f"<b>/Blasts</b>: {ref:,} events"), timeout=5000)
 
     # Ctrl+Z restores the old polygon and count; Ctrl+Shift+Z re-applies the drag
     window.activateWindow()
@@ -111,7 +110,7 @@ def test_live_counts_while_dragging_come_from_the_worker(window, qtbot, fcs_file
     ref = int(((x >= 60e3) & (x < 110e3) & (y >= 5e3) & (y < 40e3)).sum())
     qtbot.waitUntil(lambda: window.populations.count_text(path) == str(ref), timeout=3000)
     assert pv.labels[path].toPlainText().splitlines()[1].startswith(f"{ref:,} (")
-    assert window.stats.caption.text().startswith(f"<b>/Lymphs</b>: {ref:,} events")
+    qtbot.waitUntil(lambda: window.stats.caption.text().startswith(f"<b>/Lymphs</b>: {ref:,} events"), timeout=5000)
     assert m.gate_at(path).mins[0] == 40e3 and not m.history.redo_label()  # preview only
 
 
@@ -305,3 +304,77 @@ def test_statistics_csv_covers_every_open_sample_with_marker_names(window, fcs_f
     gm = root[root.statistic == "geometric_mean"].value.iloc[0]
     assert gm == pytest.approx(np.exp(np.mean(np.log(positive))), rel=1e-9)
     assert root[root.statistic == "geometric_mean_n"].value.iloc[0] == positive.size < comp.shape[0]
+
+
+def test_gates_stay_visible_across_compensation_and_transform_changes(window, fcs_file, raw_events):
+    m = window.model
+    window.open_paths([fcs_file])
+    assert m.compensated  # the file has a matrix: on by default
+    m.set_axes(x="FL1-A", y="FL2-A")  # compensated logicle, the protocols' W
+    path = m.add_rectangle_gate(0.55, 0.95, 0.3, 0.9, name="CD7+")
+    pv = window.plot_view
+    assert path in pv.outlines and m.overlay(path).exact
+    window.controls.compensate.setChecked(False)
+    ov = m.overlay(path)
+    assert path in pv.outlines and "compensated (FCS) in the gate but uncompensated on the plot" in ov.note
+    assert pv.outlines[path][0].opts["pen"].style() == QtCore.Qt.PenStyle.DashLine  # marked
+    window.controls.compensate.setChecked(True)
+    window.controls.x_transform.setCurrentText("linear")
+    ov = m.overlay(path)
+    (x0, y0), (x1, y1) = ov.plot_bounds()
+    # re-projected exactly: the rectangle's x edges in channel units
+    gx = m.axis_transform("y")  # y is still the gate's own logicle
+    assert (y0, y1) == pytest.approx((0.3, 0.9))
+    tx = m._transforms[m.gate_at(path).dimensions[0].transform]
+    assert (x0, x1) == pytest.approx(tuple(tx.inverse(np.array([0.55, 0.95]))), rel=1e-9)
+    assert gx is not None and "re-projected" in ov.note
+
+
+def test_a_transform_is_estimated_once_per_channel_not_per_redraw(window, fcs_file, monkeypatch):
+    import cd7flow.assays.protocol_gating as pg_mod
+
+    calls = []
+    real = pg_mod.logicle_width
+    monkeypatch.setattr(pg_mod, "logicle_width", lambda *a, **k: calls.append(1) or real(*a, **k))
+    window.open_paths([fcs_file])
+    m = window.model
+    for _ in range(3):
+        m.set_axes(x="FL1-A", y="FL2-A")
+        m.set_axes(x="FSC-A", y="SSC-A")
+    assert len(calls) == 2  # FL1-A and FL2-A, compensated: estimated once each
+    stats_before = m.cached_statistics(())
+    m.set_axes(x="FL1-A", x_transform="asinh")
+    assert m.cached_statistics(()) is stats_before  # axes never touch statistics
+
+
+def test_a_drawn_gate_is_named_as_it_is_made(window, qtbot, fcs_file, raw_events):
+    m = _linear_scatter(window, fcs_file)
+    window.controls.tool_buttons["rectangle"].setChecked(True)
+    window.plot_view.viewbox.sigRectangleDrawn.emit(40e3, 90e3, 5e3, 40e3)
+    tree = window.populations
+    assert tree.state() == tree.State.EditingState  # the new gate's name is open for typing
+    editor = QtWidgets.QApplication.focusWidget()
+    assert isinstance(editor, QtWidgets.QLineEdit) and editor.text() == "Rectangle 1"
+    editor.selectAll()
+    QtTest.QTest.keyClicks(editor, "Lymphocytes")
+    QtTest.QTest.keyClick(editor, QtCore.Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: [r.name for r in m.populations()] == ["All events", "Lymphocytes"], timeout=3000)
+    x, y = raw_events[:, 0], raw_events[:, 1]
+    assert m.population_count(("Lymphocytes",))[0] == int(((x >= 40e3) & (x < 90e3) & (y >= 5e3) & (y < 40e3)).sum())
+    m.undo()  # undo the rename, then the gate
+    assert [r.name for r in m.populations()] == ["All events", "Rectangle 1"]
+
+
+def test_dragging_a_quadrant_divider_past_a_location_keeps_every_quadrant_on_its_side(window, fcs_file, raw_events):
+    m = _linear_scatter(window, fcs_file)
+    path = m.add_quadrant_gate(80e3, 30e3, name="Q")
+    window.controls.tool_buttons["edit"].setChecked(True)
+    lines = window.plot_view.rois[path]
+    vertical = next(line for line in lines if line._quadrant_axis == "x")
+    vertical.setValue(160e3)  # far past the old locations (81e3 / 79e3)
+    m.edit_gate_on_plot(path, 0, dividers={"x": 160e3, "y": 30e3})
+    x, y = raw_events[:, 0], raw_events[:, 1]
+    counts = {r.name: r.count for r in m.populations() if r.path}
+    assert counts["FSC-A+ SSC-A+"] == int(((x >= 160e3) & (y >= 30e3)).sum())
+    assert counts["FSC-A- SSC-A-"] == int(((x < 160e3) & (y < 30e3)).sum())
+    assert sum(counts.values()) == x.size

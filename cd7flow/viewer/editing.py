@@ -7,12 +7,10 @@ geometry changes, appends who/when/old/new to the manual-adjustment log.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from gating.dimensions import Dimension
 from gating.gates import Divider, EllipsoidGate, Gate, PolygonGate, Quadrant, QuadrantGate, RectangleGate
 from gating.tree import GatingTree
 
@@ -68,7 +66,7 @@ class GateEditing:
         before = self._gates
         if before == after:
             return
-        GatingTree_check(after)
+        _check_tree(after)
         self._set_gates(after, changed)
         self.history.record(label, before, after)
         self._log_adjustments(before, after, "edit")
@@ -169,10 +167,10 @@ class GateEditing:
         name = name or self._new_name("Quadrant")
         s = self._need_sample()
         nx, ny = (self._short_label(s, d.channel) for d in (dx, dy))
-        cells = [Quadrant(f"{nx}{sx} {ny}{sy}", {"x": px, "y": py})
-                 for sy, py in (("+", math.inf), ("-", -math.inf)) for sx, px in (("-", -math.inf), ("+", math.inf))]
-        cells = [Quadrant(q.id, {k: (v if math.isfinite(v) else (1.0 if v > 0 else -1.0) * 1e300)
-                                 for k, v in q.positions.items()}) for q in cells]
+        # a location is any point inside its quadrant: one unit (or the cut's size) past the divider
+        ox, oy = max(1.0, abs(float(x))), max(1.0, abs(float(y)))
+        cells = [Quadrant(f"{nx}{sx} {ny}{sy}", {"x": float(x) + px * ox, "y": float(y) + py * oy})
+                 for sy, py in (("+", 1), ("-", -1)) for sx, px in (("-", -1), ("+", 1))]
         gate = QuadrantGate(name, [Divider("x", dx, (float(x),)), Divider("y", dy, (float(y),))], cells)
         return self.add_gate(gate, self._draw_parent(parent, plot))
 
@@ -220,8 +218,11 @@ class GateEditing:
             new = EllipsoidGate(gate.id, gate.dimensions, gate.mean if mean is None else mean,
                                 gate.covariance if covariance is None else covariance, gate.distance_square)
         elif isinstance(gate, QuadrantGate) and dividers:
-            new = QuadrantGate(gate.id, [Divider(d.id, d.dimension, tuple(dividers.get(d.id, d.values)))
-                                         for d in gate.dividers], gate.quadrants)
+            moved = [Divider(d.id, d.dimension, tuple(sorted(float(v) for v in dividers.get(d.id, d.values))))
+                     for d in gate.dividers]
+            if any(len(a.values) != len(b.values) for a, b in zip(moved, gate.dividers)):
+                raise GatingError(f"quadrant gate {gate.id!r}: a divider keeps its number of cut points")
+            new = QuadrantGate(gate.id, moved, _relocated(gate, moved))
         else:
             raise GatingError(f"gate {gate.id!r} ({type(gate).__name__}) cannot be edited that way")
         return new
@@ -348,12 +349,34 @@ class GateEditing:
         if compensations:
             self._compensations.update(compensations)
             self._reset_sources()
-        GatingTree_check(tuple(entries))
+        _check_tree(tuple(entries))
         self.history.clear()
         self._edit_log = [dict(e) for e in edit_log]
         self._set_gates(tuple(entries))
         self.dirty = False
         self.events.history.emit()
+
+
+def _relocated(gate: QuadrantGate, moved: Sequence[Divider]) -> list[Quadrant]:
+    """The quadrants of ``gate`` with each location moved into the same interval of the moved
+    dividers (a location is a point inside its quadrant; a divider dragged past it must not
+    move the quadrant to the other side)."""
+    new_by_id = {d.id: np.asarray(d.values) for d in moved}
+    out = []
+    for q in gate.quadrants:
+        positions = {}
+        for ref, location in q.positions.items():
+            old = np.asarray(gate._divider_by_id[ref].values)
+            k = int(np.searchsorted(old, float(location), side="right"))  # the interval it is in
+            cuts = new_by_id[ref]
+            if k == 0:
+                positions[ref] = float(cuts[0] - max(1.0, abs(cuts[0])))
+            elif k == len(cuts):
+                positions[ref] = float(cuts[-1] + max(1.0, abs(cuts[-1])))
+            else:
+                positions[ref] = float((cuts[k - 1] + cuts[k]) / 2)
+        out.append(Quadrant(q.id, positions))
+    return out
 
 
 def _renamed(gate: Gate, name: str) -> Gate:
@@ -362,11 +385,9 @@ def _renamed(gate: Gate, name: str) -> Gate:
     return new
 
 
-def GatingTree_check(entries: Gates) -> None:
+def _check_tree(entries: Gates) -> None:
     """Raise GatingError when the entries do not make a valid tree (duplicate path, missing parent)."""
     tree = GatingTree()
     for e in entries:
         tree.add(e.gate, e.parent or None)
 
-
-__all__ = ["GateEditing", "Dimension"]

@@ -15,8 +15,6 @@ histograms, counts and statistics use every event.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -86,7 +84,8 @@ class ViewerModel(GateEditing, FileActions):
         self._gates_version = 0
         self._display_index: dict[int, np.ndarray] = {}
         self._gate_counter = 0
-        self._fluorescence_spec = _protocol_spec(protocol)
+        self._protocol = protocol
+        self._fluorescence_spec: dict | None = None  # read from the protocol on the first logicle axis
         self._kind_choice: dict[str, str] = {}  # channel -> the transform last chosen for it
 
     # ---- samples ----------------------------------------------------------
@@ -294,7 +293,9 @@ class ViewerModel(GateEditing, FileActions):
             hit = (None, None, top)
         else:
             linear = np.asarray(self.source().channel_values(channel, comp)) if kind == "logicle" else None
-            xf = make_display_transform(kind, top, linear, self._fluorescence_spec, f"{s.name}: {channel}")
+            if self._fluorescence_spec is None and kind == "logicle":
+                self._fluorescence_spec = _protocol_spec(self._protocol) or {}
+            xf = make_display_transform(kind, top, linear, self._fluorescence_spec or None, f"{s.name}: {channel}")
             tid = transform_id(kind, xf)
             self._register_transforms({tid: self._transforms.get(tid, xf)})
             hit = (tid, self._transforms[tid], top)
@@ -547,10 +548,11 @@ class ViewerModel(GateEditing, FileActions):
         return comp
 
     # ---- statistics ---------------------------------------------------------
-    def _stat_dimensions(self) -> list[Dimension]:
+    def _stat_dimensions(self, sample: Sample | None = None, compensated: bool | None = None) -> list[Dimension]:
         """Every channel in channel units (no transform), compensated when compensation is on."""
-        s = self._need_sample()
-        comp = _spill_channels(s) if self.compensated else set()
+        s = self._need_sample() if sample is None else sample
+        on = self.compensated if compensated is None else compensated
+        comp = _spill_channels(s) if on else set()
         return [Dimension(ch, FCS_COMPENSATION if ch in comp else None, None) for ch in s.channels]
 
     def statistics(self, path: PopulationPath | None = None) -> list[dict[str, object]]:
@@ -570,9 +572,26 @@ class ViewerModel(GateEditing, FileActions):
         self._stats_cache[key] = rows
         return rows
 
-    def statistics_for(self, result: GatingResult, path: PopulationPath) -> list[dict[str, object]]:
-        """:meth:`statistics` of ``path`` in a given result (the drag preview's, off the UI thread)."""
-        s = self._need_sample()
+    def statistics_key(self, path: PopulationPath | None = None) -> tuple:
+        """What :meth:`statistics` of ``path`` depends on (the table compares it to know when to ask again)."""
+        path = self.selected if path is None else tuple(path)
+        return (id(self._need_sample()), path, self.compensated, self._gates_version)
+
+    def cached_statistics(self, path: PopulationPath | None = None) -> list[dict] | None:
+        """:meth:`statistics` when already computed, else None (nothing is computed)."""
+        return self._stats_cache.get(self.statistics_key(path))
+
+    def store_statistics(self, key: tuple, rows: list[dict]) -> None:
+        """Keep rows computed elsewhere (a worker thread) under the key they were computed for."""
+        if key[3] == self._gates_version:
+            self._stats_cache[key] = rows
+
+    def statistics_for(self, result: GatingResult, path: PopulationPath,
+                       compensated: bool | None = None) -> list[dict[str, object]]:
+        """:meth:`statistics` of ``path`` in a given result (run off the UI thread by the table and
+        the drag preview: it reads only ``result``, its sample and ``compensated``)."""
+        s = result.source.sample
+        compensated = self.compensated if compensated is None else compensated
         path = tuple(path)
         if path and isinstance(result, ViewerResult) and result.is_blank(path):
             return []
@@ -583,7 +602,7 @@ class ViewerModel(GateEditing, FileActions):
         pct_total = float("nan") if s.n_events == 0 else 100.0 * n / s.n_events
         src = result.source
         out = []
-        for i, dim in enumerate(self._stat_dimensions()):
+        for i, dim in enumerate(self._stat_dimensions(s, compensated)):
             v = np.asarray(src.values(dim))
             out.append({
                 "population": path_str(path), "channel": dim.channel, "marker": s.markers[i],
@@ -653,17 +672,31 @@ class ViewerModel(GateEditing, FileActions):
 
 def histogram2d(x: np.ndarray, y: np.ndarray, bins: int, xr, yr) -> np.ndarray:
     """(bins, bins) counts of (x, y) in [xr) x [yr) with x first: np.histogram2d's result on
-    finite data, by one bincount (several times faster on a million events)."""
+    finite data, by one bincount (several times faster on a million events).
+
+    Bin indices are shifted by one and clipped, so everything outside the range (NaN
+    included) lands in a border row/column that is cut off: no boolean indexing."""
     x0, x1 = float(xr[0]), float(xr[1])
     y0, y1 = float(yr[0]), float(yr[1])
     if not (x1 > x0 and y1 > y0):
         return np.zeros((bins, bins))
-    with np.errstate(invalid="ignore"):
-        fx = (np.asarray(x, dtype=np.float64) - x0) * (bins / (x1 - x0))
-        fy = (np.asarray(y, dtype=np.float64) - y0) * (bins / (y1 - y0))
-        ok = (fx >= 0) & (fx < bins) & (fy >= 0) & (fy < bins)
-        flat = fx[ok].astype(np.intp) * bins + fy[ok].astype(np.intp)
-    return np.bincount(flat, minlength=bins * bins).reshape(bins, bins).astype(float)
+    side = bins + 2
+    ix = _bin_index(x, x0, bins / (x1 - x0), bins)
+    iy = _bin_index(y, y0, bins / (y1 - y0), bins)
+    ix *= side
+    ix += iy
+    counts = np.bincount(ix, minlength=side * side).reshape(side, side)
+    return counts[1:-1, 1:-1].astype(float)
+
+
+def _bin_index(v: np.ndarray, lo: float, scale: float, bins: int) -> np.ndarray:
+    """1 + the bin of each value; 0 below the range, bins + 1 above it or NaN."""
+    f = np.subtract(v, lo, dtype=np.float64)
+    f *= scale
+    f += 1.0
+    np.nan_to_num(f, copy=False, nan=bins + 1.0)
+    np.clip(f, 0.0, bins + 1.0, out=f)
+    return f.astype(np.intp)
 
 
 def _spill_channels(sample: Sample) -> set[str]:

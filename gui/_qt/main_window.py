@@ -1,7 +1,9 @@
 """The main window: menus, axis controls, gate tools, and the panels around the plot."""
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -165,6 +167,7 @@ class PlotGrid(QtWidgets.QWidget):
     sigError = QtCore.Signal(str)
     sigStatus = QtCore.Signal(str)
     sigToolFinished = QtCore.Signal()
+    sigGateDrawn = QtCore.Signal(object)
 
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
@@ -185,6 +188,7 @@ class PlotGrid(QtWidgets.QWidget):
             view.sigError.connect(self.sigError)
             view.sigStatus.connect(self.sigStatus)
             view.sigToolFinished.connect(self.sigToolFinished)
+            view.sigGateDrawn.connect(self.sigGateDrawn)
             view.sigActivated.connect(self._activate)
             view.set_tool(self.tool)
             self.views.append(view)
@@ -258,18 +262,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.populations.remove_requested = self.remove_selected  # Del in the tree asks first
         self.plots.preview.sigError.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.plots.preview.sigCounts.connect(self.populations.show_counts)
-        self.plots.preview.sigStatistics.connect(self.stats.show_rows)
+        self.plots.preview.sigStatistics.connect(self.stats.show_preview)
         self.plots.sigStatus.connect(self._plot_note)
+        self.plots.sigGateDrawn.connect(self.populations.start_naming)
         self._build_menus()
         self.model.events.sample_changed.connect(self._update_actions)
         self.model.events.gates_changed.connect(self._update_actions)
         self.model.events.history.connect(self._update_actions)
+        from . import autogate, session_actions  # [autogate] auto-gate dock, sessions, exports (issue 11)
+        autogate.install(self)
+        session_actions.install(self)
         self._update_actions()
         self.plot_view.refresh()
         self.statusBar().showMessage("Open FCS files with File > Open or drop them on the window")
-        from . import autogate, session_actions  # workstation (issue 11): auto-gate dock, sessions, exports
-        autogate.install(self)
-        session_actions.install(self)
+        # the protocols' logicle lives with the protocol pipeline (scikit-learn and all): import it
+        # while the user picks a file, not on the first fluorescence axis
+        threading.Thread(target=importlib.import_module, args=("cd7flow.assays.protocol_gating",),
+                         name="cd7flow-preload", daemon=True).start()
 
     # ---- layout helpers ---------------------------------------------------
     def _titled(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QWidget:
@@ -390,6 +399,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, ev: QtGui.QCloseEvent):
         if self.ask_unsaved("closing"):
             self.plots.preview.wait()
+            self.stats.worker.wait()
             ev.accept()
         else:
             ev.ignore()

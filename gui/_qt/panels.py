@@ -8,6 +8,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import ViewerModel, format_number, path_str
 
+from .workers import LatestWins
+
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
 
@@ -167,6 +169,13 @@ class PopulationTree(QtWidgets.QTreeWidget):
                 self.sigError.emit(str(exc))
                 self.refresh()
 
+    def start_naming(self, path) -> None:
+        """Open the name of a gate just drawn for typing (Enter keeps it, Esc keeps the default)."""
+        item = self.items.get(tuple(path))
+        if item is not None:
+            self.scrollToItem(item)
+            self.editItem(item, 0)
+
     def show_counts(self, counts: dict) -> None:
         """Live counts while a gate is dragged ({path: (count | None, % parent)}), before it is committed."""
         self._updating = True
@@ -207,6 +216,10 @@ class StatsTable(QtWidgets.QTableWidget):
         for signal in (model.events.sample_changed, model.events.gates_changed, model.events.selection):
             signal.connect(self.refresh)
         self._shown_key = None
+        self._previewing = False
+        self.worker = LatestWins(self)
+        self.worker.sigPart.connect(self._computed)
+        self.worker.sigError.connect(lambda _key, text: self.caption.setText(f"statistics unavailable: {text}"))
         model.events.view.connect(self._view_changed)
 
     def _view_changed(self, *_):
@@ -214,13 +227,44 @@ class StatsTable(QtWidgets.QTableWidget):
             self.refresh()  # compensation toggled: compensated statistics
 
     def refresh(self, *_):
+        """Show the selected population's statistics: at once when cached, else computed on a
+        worker thread (14 channels of a million events take about a second) while the
+        window stays usable; a newer request supersedes an older one."""
         m = self.model
+        self._previewing = False
+        if m.sample is None:
+            self._shown_key = None
+            self.show_rows([])
+            return
+        self._shown_key = (id(m.sample), m.compensated)
         try:
-            rows = m.statistics() if m.sample is not None else []
+            rows = m.cached_statistics()
+            if rows is None:
+                key = m.statistics_key()
+                result = m.result()  # counts on the UI thread (cheap, cached); statistics off it
+                if key[1] and result.is_blank(key[1]):
+                    rows = []
         except CD7FlowError as exc:
             self.caption.setText(f"statistics unavailable: {exc}")
-            rows = []
-        self._shown_key = (id(m.sample), m.compensated) if m.sample is not None else None
+            self.show_rows([])
+            return
+        if rows is not None:
+            self.show_rows(rows)
+            return
+        self.caption.setText(f"<b>{path_str(key[1])}</b>: computing statistics\u2026")
+        if self.worker.running_tag != key:
+            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], compensated=key[2])]))
+
+    def _computed(self, key, _index, rows) -> None:
+        self.model.store_statistics(key, rows)
+        m = self.model
+        if m.sample is not None and m.statistics_key() == key and not self._previewing:
+            self.show_rows(rows)
+
+    def show_preview(self, rows) -> None:
+        """A dragged gate's live statistics; they stay until the drag is committed or the view changes
+        (an older computation of the undragged gate finishing meanwhile does not replace them)."""
+        self._previewing = True
         self.show_rows(rows)
 
     def show_rows(self, rows) -> None:

@@ -27,6 +27,8 @@ from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import ViewerModel, path_str
 from gating.gates import PolygonGate, RectangleGate
 
+from .workers import LatestWins
+
 GATE_PEN = pg.mkPen((220, 30, 30), width=2)
 SELECTED_GATE_PEN = pg.mkPen((255, 140, 0), width=3)
 REPROJECTED_PEN = pg.mkPen((150, 60, 160), width=2, style=QtCore.Qt.PenStyle.DashLine)
@@ -44,38 +46,10 @@ def count_text(name: str, count: int | None, pct: float) -> str:
 
 
 # ---------------------------------------------------------------- off-thread counts
-class _Relay(QtCore.QObject):
-    done = QtCore.Signal(object)
-
-
-class _PreviewJob(QtCore.QRunnable):
-    def __init__(self, seq, result, paths, stats_path, model, relay):
-        super().__init__()
-        self.setAutoDelete(False)
-        self.seq, self.result, self.paths, self.stats_path = seq, result, paths, stats_path
-        self.model, self.relay = model, relay
-
-    def run(self):
-        try:
-            counts = {}
-            for path in self.paths:
-                if self.result.is_blank(path):
-                    counts[path] = (None, float("nan"))
-                else:
-                    counts[path] = (self.result.count(path), self.result.percent_of_parent(path))
-            stats = (self.model.statistics_for(self.result, self.stats_path)
-                     if self.stats_path is not None else None)
-            self.relay.done.emit((self.seq, counts, stats, None))
-        except Exception as exc:  # noqa: BLE001 - reported on the UI thread, never lost in a worker
-            self.relay.done.emit((self.seq, {}, None, exc))
-
-
 class LivePreview(QtCore.QObject):
-    """Counts and statistics of a gate being dragged, computed on a worker thread.
-
-    Latest wins: while one job runs, newer requests replace each other and only the
-    newest runs next; results older than one already shown are dropped.
-    """
+    """Counts and statistics of a gate being dragged, computed on a worker thread
+    (:class:`~.workers.LatestWins`: the newest drag step wins). Counts are sent first, so
+    labels and the tree follow the mouse; statistics of the dragged population follow."""
 
     sigCounts = QtCore.Signal(object)  # {path: (count | None, % parent)}
     sigStatistics = QtCore.Signal(object)  # statistics rows of the selected population
@@ -84,14 +58,9 @@ class LivePreview(QtCore.QObject):
     def __init__(self, model: ViewerModel, parent=None):
         super().__init__(parent)
         self.model = model
-        self.pool = QtCore.QThreadPool(self)
-        self.pool.setMaxThreadCount(1)
-        self.relay = _Relay(self)
-        self.relay.done.connect(self._done)
-        self._seq = 0
-        self._shown = 0
-        self._running: _PreviewJob | None = None
-        self._pending: _PreviewJob | None = None
+        self.worker = LatestWins(self)
+        self.worker.sigPart.connect(self._part)
+        self.worker.sigError.connect(lambda _tag, text: self.sigError.emit(text))
 
     def submit(self, path, gate) -> None:
         m = self.model
@@ -100,43 +69,28 @@ class LivePreview(QtCore.QObject):
         except CD7FlowError as exc:
             self.sigError.emit(str(exc))
             return
-        self._seq += 1
         paths = [pop.path for pop in result.tree.populations()]
-        sel = m.selected
+        sel, compensated = m.selected, m.compensated
         stats_path = sel if sel[: len(path)] == tuple(path) else None
-        job = _PreviewJob(self._seq, result, paths, stats_path, m, self.relay)
-        if self._running is None:
-            self._start(job)
-        else:
-            self._pending = job
 
-    def _start(self, job: _PreviewJob) -> None:
-        self._running = job
-        self.pool.start(job)
+        def work():
+            yield {p: ((None, float("nan")) if result.is_blank(p) else (result.count(p), result.percent_of_parent(p)))
+                   for p in paths}
+            if stats_path is not None:
+                yield m.statistics_for(result, stats_path, compensated)
 
-    def _done(self, payload) -> None:
-        seq, counts, stats, exc = payload
-        self._running = None
-        if self._pending is not None:
-            job, self._pending = self._pending, None
-            self._start(job)
-        if seq <= self._shown:
-            return
-        self._shown = seq
-        if exc is not None:
-            self.sigError.emit(str(exc))
-            return
-        self.sigCounts.emit(counts)
-        if stats is not None:
-            self.sigStatistics.emit(stats)
+        self.worker.submit(tuple(path), work)
+
+    def _part(self, _tag, index: int, value) -> None:
+        (self.sigCounts if index == 0 else self.sigStatistics).emit(value)
 
     def wait(self, msecs: int = 5000) -> bool:
         """Let running jobs finish (tests; closing the window)."""
-        return self.pool.waitForDone(msecs)
+        return self.worker.wait(msecs)
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or self._pending is not None
+        return self.worker.busy
 
 
 # ---------------------------------------------------------------- one plot
@@ -238,6 +192,7 @@ class PlotView(QtWidgets.QWidget):
     sigStatus = QtCore.Signal(str)  # a note for the status bar (e.g. which gates are not drawn, why)
     sigToolFinished = QtCore.Signal()
     sigActivated = QtCore.Signal(int)
+    sigGateDrawn = QtCore.Signal(object)  # the path of a gate just drawn (the window offers to name it)
 
     def __init__(self, model: ViewerModel, index: int = 0, preview: LivePreview | None = None, parent=None):
         super().__init__(parent)
@@ -317,6 +272,8 @@ class PlotView(QtWidgets.QWidget):
         finally:
             self.set_tool(None)
             self.sigToolFinished.emit()
+        if self.edit_target is not None:
+            self.sigGateDrawn.emit(self.edit_target)
 
     def _rectangle_drawn(self, x0, x1, y0, y1):
         self._guarded(self.model.add_rectangle_gate, x0, x1, y0, y1, plot=self.index)
@@ -469,7 +426,8 @@ class PlotView(QtWidgets.QWidget):
         xr, yr = self.viewbox.viewRange()
         overlays, reasons = m.gate_overlays(self.index)
         self.not_drawn = reasons
-        self.sigStatus.emit("not drawn: " + "; ".join(reasons) if reasons else "")
+        if self.index == m.active_plot:  # the status bar speaks for the plot the controls edit
+            self.sigStatus.emit("not drawn: " + "; ".join(reasons) if reasons else "")
         for ov in overlays:
             pen = (SELECTED_GATE_PEN if m.selected[: len(ov.path)] == ov.path
                    else GATE_PEN if ov.exact else REPROJECTED_PEN)
