@@ -184,6 +184,14 @@ def test_session_reopens_in_a_fresh_window_with_gates_edits_and_view(make_window
     assert r.selected == BLASTS and (r.x_channel, r.y_channel) == (m.x_channel, m.y_channel)
     # the population tree widget of the new window shows the reloaded counts
     assert fresh.populations.count_text(BLASTS) == str(before[BLASTS])
+    # opened from a window that has samples, a session gets a window of its own
+    other = w.session_actions.open(out)
+    try:
+        assert other is not w and [s.path for s in other.model.samples] == [s.path for s in m.samples]
+        assert {row.path: row.count for row in other.model.populations()} == before
+        assert len(m.samples) == 2 and m.population_count(BLASTS)[0] == before[BLASTS]
+    finally:
+        other.close()
     assert w.errors_shown == [] and fresh.errors_shown == []
 
 
