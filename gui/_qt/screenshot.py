@@ -157,7 +157,10 @@ def main(args: Sequence[str]) -> int:
     from PySide6 import QtWidgets
     import pyqtgraph as pg
 
-    pg.setConfigOptions(antialias=True, imageAxisOrder="col-major")
+    from PySide6 import QtCore
+
+    before = {k: pg.getConfigOption(k) for k in ("antialias", "imageAxisOrder")}
+    pg.setConfigOptions(antialias=True, imageAxisOrder="col-major")  # smooth lines in the picture
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     app.setApplicationName("cd7flow")
     try:
@@ -165,8 +168,8 @@ def main(args: Sequence[str]) -> int:
     except CD7FlowError as exc:
         print(f"cd7flow-gui: {exc}", file=sys.stderr)
         return 2
-    from PySide6 import QtCore
-
+    finally:
+        pg.setConfigOptions(**before)  # an embedding process (tests) keeps its own settings
     for pool in window.findChildren(QtCore.QThreadPool):  # background work (e.g. QC icons) stops here
         pool.clear()
         pool.waitForDone()
