@@ -378,3 +378,35 @@ def test_dragging_a_quadrant_divider_past_a_location_keeps_every_quadrant_on_its
     assert counts["FSC-A+ SSC-A+"] == int(((x >= 160e3) & (y >= 30e3)).sum())
     assert counts["FSC-A- SSC-A-"] == int(((x < 160e3) & (y < 30e3)).sum())
     assert sum(counts.values()) == x.size
+
+
+def test_protocol_gates_draw_on_the_viewers_own_logicle():
+    """One logicle scale per channel: a protocol's fitted gates land exactly on the viewer's axes."""
+    from conftest import SAMPLE_FCS
+
+    from cd7flow.assays.protocol_gating import fitted_strategy, run_protocol_gates
+    from cd7flow.protocol import load_protocol
+
+    tube = SAMPLE_FCS / "P01_screening_BM.fcs"
+    if not tube.is_file():
+        pytest.skip("sample_fcs/ demo study not generated")
+    m = ViewerModel()
+    m.open_files([tube])
+    protocol = load_protocol("screening")
+    strategy = fitted_strategy(run_protocol_gates(m.sample, protocol), protocol)
+    m.set_tree(strategy.tree, automated=True, source="screening", transforms=strategy.transforms,
+               compensations=strategy.compensations)
+    reference = strategy.apply(m.sample)
+    rows = [r for r in m.populations() if r.path]
+    assert len(rows) > 10 and all(r.count == reference.count(r.path) for r in rows)
+    drawn = 0
+    for entry in m._gates:
+        dims = list(getattr(entry.gate, "dimensions", ()))
+        if len(dims) != 2 or entry.gate.__class__.__name__ == "BooleanGate":
+            continue
+        m.set_axes(x=dims[0].channel, y=dims[1].channel,
+                   x_transform="linear" if dims[0].transform is None else "logicle",
+                   y_transform="linear" if dims[1].transform is None else "logicle")
+        assert m.overlay(entry.path).exact, entry.path  # the viewer's W is the protocol's W
+        drawn += 1
+    assert drawn >= 4

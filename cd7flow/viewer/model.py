@@ -16,6 +16,8 @@ histograms, counts and statistics use every event.
 from __future__ import annotations
 
 
+from collections.abc import Callable
+
 import numpy as np
 
 from gating.dimensions import FCS_COMPENSATION, Dimension, is_uncompensated
@@ -81,6 +83,8 @@ class ViewerModel(GateEditing, FileActions):
         self._previous_result: ViewerResult | None = None
         self._changed_path: PopulationPath | None = None
         self._stats_cache: dict[tuple, list[dict]] = {}
+        self._stat_columns: dict[tuple, list[np.ndarray]] = {}  # one set: (sample, compensated) -> columns
+        self._comp_chosen = False  # the user toggled compensation: keep that choice across samples
         self._gates_version = 0
         self._display_index: dict[int, np.ndarray] = {}
         self._gate_counter = 0
@@ -109,9 +113,10 @@ class ViewerModel(GateEditing, FileActions):
         sample = self.samples[index]
         for key in [k for k in self._sources if k != id(sample)]:
             self._sources.pop(key).clear_cache()  # computed columns of a sample no longer shown
+        self._stat_columns = {}
         if sample.spillover is None:
             self.compensated = False
-        elif first or not getattr(self, "_comp_chosen", False):
+        elif first or not self._comp_chosen:
             self.compensated = True
         for i, plot in enumerate(self.plots):
             if plot.x_channel not in sample.channels or (plot.mode != "histogram" and plot.y_channel not in sample.channels):
@@ -361,6 +366,7 @@ class ViewerModel(GateEditing, FileActions):
             src.clear_cache()
         self._sources.clear()
         self._scales.clear()
+        self._stat_columns = {}
         self._result = self._previous_result = None
 
     def _trim_cache(self) -> None:
@@ -586,10 +592,35 @@ class ViewerModel(GateEditing, FileActions):
         if key[3] == self._gates_version:
             self._stats_cache[key] = rows
 
-    def statistics_for(self, result: GatingResult, path: PopulationPath,
-                       compensated: bool | None = None) -> list[dict[str, object]]:
-        """:meth:`statistics` of ``path`` in a given result (run off the UI thread by the table and
-        the drag preview: it reads only ``result``, its sample and ``compensated``)."""
+    def stat_columns(self, compensated: bool | None = None) -> Callable[[], list[np.ndarray]]:
+        """A callable returning the current sample's columns the statistics describe (channel
+        units, compensated when on), kept for the next request; made for a worker thread.
+
+        The callable reads the sample through a data source of its own (compensation done
+        once more, off the UI thread) so no worker writes into the viewer's source cache
+        while the UI thread trims it; the UI thread only looks the cache up."""
+        from ..datasource import SampleSource
+
+        s = self._need_sample()
+        on = self.compensated if compensated is None else compensated
+        key = (id(s), on)
+        cols = self._stat_columns.get(key)
+        if cols is not None:
+            return lambda: cols
+        dims = self._stat_dimensions(s, on)
+
+        def build() -> list[np.ndarray]:
+            own = SampleSource(s)
+            built = [np.asarray(own.values(d)) for d in dims]
+            self._stat_columns = {key: built}  # one attribute store: atomic for the UI thread
+            return built
+
+        return build
+
+    def statistics_for(self, result: GatingResult, path: PopulationPath, compensated: bool | None = None,
+                       columns: list[np.ndarray] | None = None) -> list[dict[str, object]]:
+        """:meth:`statistics` of ``path`` in a given result. Off the UI thread (the table, the drag
+        preview) pass ``columns`` from :meth:`stat_columns`' callable: then only ``result`` is read."""
         s = result.source.sample
         compensated = self.compensated if compensated is None else compensated
         path = tuple(path)
@@ -603,7 +634,7 @@ class ViewerModel(GateEditing, FileActions):
         src = result.source
         out = []
         for i, dim in enumerate(self._stat_dimensions(s, compensated)):
-            v = np.asarray(src.values(dim))
+            v = np.asarray(src.values(dim)) if columns is None else columns[i]
             out.append({
                 "population": path_str(path), "channel": dim.channel, "marker": s.markers[i],
                 "count": n, "percent_of_parent": pct_parent, "percent_of_total": pct_total,

@@ -6,6 +6,7 @@ import os
 import threading
 from pathlib import Path
 
+from psygnal import EmitLoopError
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
@@ -362,6 +363,11 @@ class MainWindow(QtWidgets.QMainWindow):
         """Run a user action; a cd7flow error (or an OS error writing a file) becomes a message box."""
         try:
             return fn(*args)
+        except EmitLoopError as exc:  # an observer of the model failed: show what it said
+            cause = exc.__cause__
+            if not isinstance(cause, (CD7FlowError, OSError)):
+                raise
+            self.show_error(str(cause))
         except CD7FlowError as exc:
             self.show_error(str(exc))
         except OSError as exc:

@@ -242,6 +242,7 @@ class StatsTable(QtWidgets.QTableWidget):
             if rows is None:
                 key = m.statistics_key()
                 result = m.result()  # counts on the UI thread (cheap, cached); statistics off it
+                columns = m.stat_columns()
                 if key[1] and result.is_blank(key[1]):
                     rows = []
         except CD7FlowError as exc:
@@ -253,7 +254,7 @@ class StatsTable(QtWidgets.QTableWidget):
             return
         self.caption.setText(f"<b>{path_str(key[1])}</b>: computing statistics\u2026")
         if self.worker.running_tag != key:
-            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], compensated=key[2])]))
+            self.worker.submit(key, lambda: iter([m.statistics_for(result, key[1], key[2], columns())]))
 
     def _computed(self, key, _index, rows) -> None:
         self.model.store_statistics(key, rows)

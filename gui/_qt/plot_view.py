@@ -72,12 +72,13 @@ class LivePreview(QtCore.QObject):
         paths = [pop.path for pop in result.tree.populations()]
         sel, compensated = m.selected, m.compensated
         stats_path = sel if sel[: len(path)] == tuple(path) else None
+        columns = m.stat_columns() if stats_path is not None else None
 
         def work():
             yield {p: ((None, float("nan")) if result.is_blank(p) else (result.count(p), result.percent_of_parent(p)))
                    for p in paths}
             if stats_path is not None:
-                yield m.statistics_for(result, stats_path, compensated)
+                yield m.statistics_for(result, stats_path, compensated, columns())
 
         self.worker.submit(tuple(path), work)
 
