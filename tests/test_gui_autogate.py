@@ -21,7 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 from cd7flow.cli import app as cli_app  # noqa: E402
 from cd7flow.io.fcs_read import read_fcs  # noqa: E402
 from cd7flow.workstation.autogate import (  # noqa: E402
-    backgated, choose_protocol, plot_density, plot_histogram,
+    backgated, choose_protocol, picture_inputs, plot_density, plot_histogram,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,10 +146,11 @@ def test_backgating_highlights_the_selected_population_in_its_ancestors(window, 
     seen = 0
     for item in grid.plots:
         step = item.step
+        inputs = picture_inputs([step], result, source, BLASTS)
         if len(step.dimensions) == 2:
-            rgba, base, high = plot_density(step, result, source, BLASTS)
+            rgba, base, high = plot_density(step, inputs)
         else:
-            _, base, high = plot_histogram(step, result, source, BLASTS)
+            _, base, high = plot_histogram(step, inputs)
         if backgated(step, BLASTS):
             seen += 1
             # every blast inside the axis limits is painted; outside limits nothing is invented
@@ -176,7 +177,8 @@ def test_backgating_highlights_the_selected_population_in_its_ancestors(window, 
     cd45 = next(i for i in grid.plots if len(i.step.gates) == 4)
     images = [x for x in cd45.items if isinstance(x, pg.ImageItem)]
     assert len(images) == 1 and "back-gated" in cd45.titleLabel.text
-    np.testing.assert_array_equal(images[0].image, plot_density(cd45.step, result, source, BLASTS)[0])
+    np.testing.assert_array_equal(images[0].image, plot_density(cd45.step, picture_inputs([cd45.step], result, source,
+                                                                                          BLASTS))[0])
     labels = sorted(x.textItem.toPlainText() for x in cd45.items if isinstance(x, pg.TextItem))
     assert labels[0] == "blasts\n13,795 (61.6%)"
     lymph_steps = [i for i in grid.plots if i.step.parent == BLASTS[:-1] + ("lymphocytes",)]

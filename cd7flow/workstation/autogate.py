@@ -300,38 +300,58 @@ def _mask(result: GatingResult, path: PopulationPath) -> np.ndarray:
     return np.asarray(result.mask(path), dtype=bool)
 
 
-def plot_density(plot: GatePlot, result: GatingResult, source, selected: PopulationPath = (),
-                 bins: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PictureInputs:
+    """What the pictures need, read from the model on its own (UI) thread, so a worker that
+    bins them touches no cache of the model: columns by dimension, masks by population path,
+    each drawn gate's (count, % of parent), and the back-gated selection."""
+
+    columns: dict[Dimension, np.ndarray]
+    masks: dict[PopulationPath, np.ndarray]
+    counts: dict[PopulationPath, tuple[int, float]]
+    selected: PopulationPath = ()
+
+
+def picture_inputs(plots: list[GatePlot], result: GatingResult, source,
+                   selected: PopulationPath = ()) -> PictureInputs:
+    """Gather :class:`PictureInputs` for ``plots`` (cached columns and masks: cheap once the
+    population tree has been counted)."""
+    selected = tuple(selected)
+    columns = {d: np.asarray(source.values(d)) for p in plots for d in p.dimensions}
+    paths = {p.parent for p in plots} | ({selected} if any(backgated(p, selected) for p in plots) else set())
+    masks = {path: _mask(result, path) for path in paths}
+    counts = {g.path: (result.count(g.path), result.percent_of_parent(g.path)) for p in plots for g in p.gates}
+    return PictureInputs(columns, masks, counts, selected)
+
+
+def plot_density(plot: GatePlot, inputs: PictureInputs, bins: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rgba, parent_counts, highlight_counts) of a 2-D gate plot, every event counted.
 
     ``parent_counts`` / ``highlight_counts`` are (bins, bins) histograms (x first) over
-    ``plot.ranges`` (half-open: [lo, hi)) of the parent population and of the back-gated ``selected`` population
-    (zeros when it is not inside the parent). ``rgba`` is (bins, bins, 4) uint8: grey for the
-    parent, red for the selected events, darker where denser (log scale), transparent where
-    empty.
+    ``plot.ranges`` (half-open: [lo, hi)) of the parent population and of the back-gated
+    selected population (zeros when it is not inside the parent). ``rgba`` is (bins, bins, 4)
+    uint8: grey for the parent, red for the selected events, darker where denser (log scale),
+    transparent where empty.
     """
     from ..viewer.model import histogram2d  # the viewer's bincount histogram: same bins, several times faster
 
-    x = np.asarray(source.values(plot.dimensions[0]))
-    y = np.asarray(source.values(plot.dimensions[1]))
-    parent = _mask(result, plot.parent)
+    x, y = (inputs.columns[d] for d in plot.dimensions)
+    parent = inputs.masks[plot.parent]
     base = histogram2d(x[parent], y[parent], bins, *plot.ranges)
-    if backgated(plot, selected):
-        chosen = _mask(result, selected)
+    if backgated(plot, inputs.selected):
+        chosen = inputs.masks[inputs.selected]
         high = histogram2d(x[chosen], y[chosen], bins, *plot.ranges)
     else:
         high = np.zeros_like(base)
     return _compose(base, high), base, high
 
 
-def plot_histogram(plot: GatePlot, result: GatingResult, source, selected: PopulationPath = (),
-                   bins: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def plot_histogram(plot: GatePlot, inputs: PictureInputs, bins: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(edges, parent_counts, highlight_counts) of a 1-D gate plot over ``plot.ranges[0]``."""
-    x = np.asarray(source.values(plot.dimensions[0]))
-    parent = _mask(result, plot.parent)
-    base, edges = np.histogram(x[parent], bins=bins, range=plot.ranges[0])
-    if backgated(plot, selected):
-        high, _ = np.histogram(x[_mask(result, selected)], bins=bins, range=plot.ranges[0])
+    x = inputs.columns[plot.dimensions[0]]
+    base, edges = np.histogram(x[inputs.masks[plot.parent]], bins=bins, range=plot.ranges[0])
+    if backgated(plot, inputs.selected):
+        high, _ = np.histogram(x[inputs.masks[inputs.selected]], bins=bins, range=plot.ranges[0])
     else:
         high = np.zeros_like(base)
     return edges, base, high
@@ -364,17 +384,16 @@ class StepPicture:
     counts: dict[PopulationPath, tuple[int, float]]
 
 
-def step_pictures(plots: list[GatePlot], result: GatingResult, source,
-                  selected: PopulationPath = ()) -> list[StepPicture]:
-    """:func:`plot_density` / :func:`plot_histogram` of every step, with its gates' counts.
-    Reads only (safe on a worker thread while the model is not changed under it)."""
+def step_pictures(plots: list[GatePlot], inputs: PictureInputs) -> list[StepPicture]:
+    """:func:`plot_density` / :func:`plot_histogram` of every step, with its gates' counts: numpy on
+    the arrays of ``inputs`` only, so it may run on a worker thread."""
     out = []
     for plot in plots:
-        counts = {g.path: (result.count(g.path), result.percent_of_parent(g.path)) for g in plot.gates}
+        counts = {g.path: inputs.counts[g.path] for g in plot.gates}
         if len(plot.dimensions) == 2:
-            rgba, _, _ = plot_density(plot, result, source, selected)
+            rgba, _, _ = plot_density(plot, inputs)
             out.append(StepPicture(rgba, None, None, None, counts))
         else:
-            edges, base, high = plot_histogram(plot, result, source, selected)
+            edges, base, high = plot_histogram(plot, inputs)
             out.append(StepPicture(None, edges, base, high, counts))
     return out

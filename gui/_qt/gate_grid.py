@@ -2,8 +2,8 @@
 
 :class:`GateGrid` draws every gating step of the model's tree on its own plot in the gates' own
 dimensions and transforms (the protocol's fitted logicle), with the pictures of
-:func:`cd7flow.workstation.autogate.step_pictures` computed on a worker thread (a million events
-take about half a second to bin). Each gate is labelled with its count and % of parent; the
+:func:`cd7flow.workstation.autogate.step_pictures` binned on a worker thread from columns and masks
+read on the UI thread (a million events take about half a second to bin). Each gate is labelled with its count and % of parent; the
 selected population's events are red in every plot of its ancestors (back-gating). Clicking inside
 a gate selects its population; a double click puts the step on the main plot (its channels and
 scales, its parent selected) for editing.
@@ -18,7 +18,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import TRANSFORM_KINDS
-from cd7flow.workstation.autogate import GatePlot, StepPicture, backgated, gate_plots, step_pictures
+from cd7flow.workstation.autogate import (
+    GatePlot, PictureInputs, StepPicture, backgated, gate_plots, picture_inputs, step_pictures,
+)
 from gating.gates import points_in_polygon
 
 GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
@@ -33,14 +35,14 @@ class _PictureSignals(QtCore.QObject):
 class _PictureJob(QtCore.QRunnable):
     """The grid's pictures on a worker thread (a million events take about half a second)."""
 
-    def __init__(self, generation: int, steps, result, source, selected):
+    def __init__(self, generation: int, steps, inputs: PictureInputs):
         super().__init__()
-        self.generation, self.steps, self.result, self.source, self.selected = generation, steps, result, source, selected
+        self.generation, self.steps, self.inputs = generation, steps, inputs
         self.signals = _PictureSignals()
 
     def run(self) -> None:
         try:
-            pictures = step_pictures(self.steps, self.result, self.source, self.selected)
+            pictures = step_pictures(self.steps, self.inputs)
         except Exception as exc:  # noqa: BLE001 - shown in the status line, never lost on the worker
             pictures = f"gate plots: {type(exc).__name__}: {exc}"
         self.signals.done.emit(self.generation, pictures)
@@ -158,6 +160,8 @@ class GateGrid(pg.GraphicsLayoutWidget):
             if len(self._limits) > 1:  # only the current sample's limits are kept
                 self._limits = {id(m.sample): limits}
             steps = gate_plots(tree, source, limits)
+            # columns and masks are read here, on the UI thread (the worker touches no model cache)
+            inputs = picture_inputs(steps.plots, result, source, tuple(m.selected))
         except CD7FlowError as exc:
             self.sigError.emit(str(exc))
             self._rebuild(None)
@@ -175,7 +179,7 @@ class GateGrid(pg.GraphicsLayoutWidget):
             if len(item.step.dimensions) == 2:
                 item.setYRange(*item.step.ranges[1], padding=0)
         self._generation += 1
-        job = _PictureJob(self._generation, [i.step for i in self.plots], result, source, tuple(m.selected))
+        job = _PictureJob(self._generation, [i.step for i in self.plots], inputs)
         job.setAutoDelete(False)  # kept in _jobs until its signal is handled
         job.signals.done.connect(self._pictures_done, QtCore.Qt.ConnectionType.QueuedConnection)
         self._jobs[self._generation] = job
