@@ -410,3 +410,33 @@ def test_protocol_gates_draw_on_the_viewers_own_logicle():
         assert m.overlay(entry.path).exact, entry.path  # the viewer's W is the protocol's W
         drawn += 1
     assert drawn >= 4
+
+
+def test_moving_and_scaling_an_ellipse_and_a_range_edge(window, qtbot, fcs_file, raw_events):
+    m = _linear_scatter(window, fcs_file)
+    path = m.add_ellipse_gate((70e3, 25e3), (30e3, 15e3), name="E")
+    window.controls.tool_buttons["edit"].setChecked(True)
+    roi = window.plot_view.rois[path]
+    roi.setPos(roi.pos() + QtCore.QPointF(10e3, 5e3))  # drag the whole ellipse
+    qtbot.waitUntil(lambda: m.gate_at(path).mean[0] != 70e3, timeout=3000)
+    g = m.gate_at(path)
+    assert g.mean == pytest.approx([80e3, 30e3], rel=1e-6)
+    d = raw_events[:, :2] - [80e3, 30e3]
+    inside = (d[:, 0] / 30e3) ** 2 + (d[:, 1] / 15e3) ** 2 <= 1
+    assert m.population_count(path)[0] == int(inside.sum())
+    m.edit_gate_on_plot(path, 0, scale=(2.0, 1.0))  # what the scale handle hands over
+    d = raw_events[:, :2] - [80e3, 30e3]
+    inside = (d[:, 0] / 60e3) ** 2 + (d[:, 1] / 15e3) ** 2 <= 1
+    assert m.population_count(path)[0] == int(inside.sum())
+    m.undo()
+    m.undo()
+    assert m.gate_at(path).mean == pytest.approx([70e3, 25e3])
+
+    m.set_plot_mode("histogram")
+    rng = m.add_rectangle_gate(50e3, 90e3, name="R")
+    region = window.plot_view.rois[rng]
+    region.setRegion((50e3, 120e3))  # drag the right edge
+    qtbot.waitUntil(lambda: m.gate_at(rng).maxs[0] != 90e3, timeout=3000)
+    x = raw_events[:, 0]
+    assert m.gate_at(rng).mins[0] == pytest.approx(50e3)
+    assert m.population_count(rng)[0] == int(((x >= 50e3) & (x < 120e3)).sum())

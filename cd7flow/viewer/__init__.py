@@ -7,7 +7,8 @@ gate), statistics, history (undo/redo, manual-adjustment log), editing and actio
 """
 from .events import ViewerEvents
 from .history import GateEntry, History
-from .model import MAX_DISPLAY_DOTS, ViewerModel, histogram2d
+from .binning import histogram2d
+from .model import MAX_DISPLAY_DOTS, ViewerModel
 from .overlays import GateOverlay, ellipse_outline
 from .scales import TRANSFORM_KINDS, channel_label, marker_label
 from .state import MAX_PLOTS, PLOT_MODES, ROOT, PlotState, PopulationPath, PopulationRow, path_str

@@ -15,18 +15,15 @@ histograms, counts and statistics use every event.
 """
 from __future__ import annotations
 
-
-from collections.abc import Callable
-
 import numpy as np
 
 from gating.dimensions import FCS_COMPENSATION, Dimension, is_uncompensated
-from gating.tree import GatingResult
 
 from ..errors import CD7FlowError, GatingError
 from ..sample import Sample
 from ..strategy import GatingStrategy
 from .actions import FileActions
+from .binning import histogram2d
 from .editing import GateEditing
 from .events import ViewerEvents
 from .history import GateEntry, History
@@ -35,13 +32,13 @@ from .results import ViewerResult, seeded_result
 from .scales import (TRANSFORM_KINDS, Tick, channel_label, decade_ticks, default_axes, default_kind, full_range,
                      make_display_transform, top_of_scale, transform_id)
 from .state import MAX_PLOTS, PLOT_MODES, ROOT, PlotState, PopulationPath, PopulationRow, path_str
-from .statistics import column_statistics
+from .statistics import PopulationStatistics
 
 MAX_DISPLAY_DOTS = 100_000
 """Most events a dot plot draws; gates, counts and statistics always use all events."""
 
 
-class ViewerModel(GateEditing, FileActions):
+class ViewerModel(GateEditing, FileActions, PopulationStatistics):
     """Everything the viewer shows, without Qt.
 
     Gates are shared by all samples (like a FlowJo group): the same tree is applied to
@@ -553,95 +550,6 @@ class ViewerModel(GateEditing, FileActions):
             return FCS_COMPENSATION if col in covered else None
         return comp
 
-    # ---- statistics ---------------------------------------------------------
-    def _stat_dimensions(self, sample: Sample | None = None, compensated: bool | None = None) -> list[Dimension]:
-        """Every channel in channel units (no transform), compensated when compensation is on."""
-        s = self._need_sample() if sample is None else sample
-        on = self.compensated if compensated is None else compensated
-        comp = _spill_channels(s) if on else set()
-        return [Dimension(ch, FCS_COMPENSATION if ch in comp else None, None) for ch in s.channels]
-
-    def statistics(self, path: PopulationPath | None = None) -> list[dict[str, object]]:
-        """One row per channel for a population: count, % of parent, % of total (percent) and
-        median, mean, sd, geometric mean (over the values > 0; ``geometric_mean_n`` of them),
-        cv, robust_cv (percent) in channel units, compensated when compensation is on.
-
-        Cached per sample, population, compensation and gate version: a change of axis or
-        transform does not recompute them."""
-        path = self.selected if path is None else tuple(path)
-        s = self._need_sample()
-        key = (id(s), path, self.compensated, self._gates_version)
-        hit = self._stats_cache.get(key)
-        if hit is not None:
-            return hit
-        rows = self.statistics_for(self.result(), path)
-        self._stats_cache[key] = rows
-        return rows
-
-    def statistics_key(self, path: PopulationPath | None = None) -> tuple:
-        """What :meth:`statistics` of ``path`` depends on (the table compares it to know when to ask again)."""
-        path = self.selected if path is None else tuple(path)
-        return (id(self._need_sample()), path, self.compensated, self._gates_version)
-
-    def cached_statistics(self, path: PopulationPath | None = None) -> list[dict] | None:
-        """:meth:`statistics` when already computed, else None (nothing is computed)."""
-        return self._stats_cache.get(self.statistics_key(path))
-
-    def store_statistics(self, key: tuple, rows: list[dict]) -> None:
-        """Keep rows computed elsewhere (a worker thread) under the key they were computed for."""
-        if key[3] == self._gates_version:
-            self._stats_cache[key] = rows
-
-    def stat_columns(self, compensated: bool | None = None) -> Callable[[], list[np.ndarray]]:
-        """A callable returning the current sample's columns the statistics describe (channel
-        units, compensated when on), kept for the next request; made for a worker thread.
-
-        The callable reads the sample through a data source of its own (compensation done
-        once more, off the UI thread) so no worker writes into the viewer's source cache
-        while the UI thread trims it; the UI thread only looks the cache up."""
-        from ..datasource import SampleSource
-
-        s = self._need_sample()
-        on = self.compensated if compensated is None else compensated
-        key = (id(s), on)
-        cols = self._stat_columns.get(key)
-        if cols is not None:
-            return lambda: cols
-        dims = self._stat_dimensions(s, on)
-
-        def build() -> list[np.ndarray]:
-            own = SampleSource(s)
-            built = [np.asarray(own.values(d)) for d in dims]
-            self._stat_columns = {key: built}  # one attribute store: atomic for the UI thread
-            return built
-
-        return build
-
-    def statistics_for(self, result: GatingResult, path: PopulationPath, compensated: bool | None = None,
-                       columns: list[np.ndarray] | None = None) -> list[dict[str, object]]:
-        """:meth:`statistics` of ``path`` in a given result. Off the UI thread (the table, the drag
-        preview) pass ``columns`` from :meth:`stat_columns`' callable: then only ``result`` is read."""
-        s = result.source.sample
-        compensated = self.compensated if compensated is None else compensated
-        path = tuple(path)
-        if path and isinstance(result, ViewerResult) and result.is_blank(path):
-            return []
-        mask = result.mask(path) if path else None
-        n = s.n_events if mask is None else int(np.count_nonzero(mask))
-        parent = result.parent_count(path) if path else n
-        pct_parent = float("nan") if parent == 0 else 100.0 * n / parent
-        pct_total = float("nan") if s.n_events == 0 else 100.0 * n / s.n_events
-        src = result.source
-        out = []
-        for i, dim in enumerate(self._stat_dimensions(s, compensated)):
-            v = np.asarray(src.values(dim)) if columns is None else columns[i]
-            out.append({
-                "population": path_str(path), "channel": dim.channel, "marker": s.markers[i],
-                "count": n, "percent_of_parent": pct_parent, "percent_of_total": pct_total,
-                **column_statistics(v if mask is None else v[mask]),
-            })
-        return out
-
     def preview(self, path: PopulationPath, new_gate) -> ViewerResult:
         """A result with the gate at ``path`` swapped for ``new_gate``, nothing committed. Cheap to
         build (it reuses the current masks outside the branch); evaluate it off the UI thread."""
@@ -699,35 +607,6 @@ class ViewerModel(GateEditing, FileActions):
         self._trim_cache()
         self.events.view.emit()
         self.events.selection.emit()
-
-
-def histogram2d(x: np.ndarray, y: np.ndarray, bins: int, xr, yr) -> np.ndarray:
-    """(bins, bins) counts of (x, y) in [xr) x [yr) with x first: np.histogram2d's result on
-    finite data, by one bincount (several times faster on a million events).
-
-    Bin indices are shifted by one and clipped, so everything outside the range (NaN
-    included) lands in a border row/column that is cut off: no boolean indexing."""
-    x0, x1 = float(xr[0]), float(xr[1])
-    y0, y1 = float(yr[0]), float(yr[1])
-    if not (x1 > x0 and y1 > y0):
-        return np.zeros((bins, bins))
-    side = bins + 2
-    ix = _bin_index(x, x0, bins / (x1 - x0), bins)
-    iy = _bin_index(y, y0, bins / (y1 - y0), bins)
-    ix *= side
-    ix += iy
-    counts = np.bincount(ix, minlength=side * side).reshape(side, side)
-    return counts[1:-1, 1:-1].astype(float)
-
-
-def _bin_index(v: np.ndarray, lo: float, scale: float, bins: int) -> np.ndarray:
-    """1 + the bin of each value; 0 below the range, bins + 1 above it or NaN."""
-    f = np.subtract(v, lo, dtype=np.float64)
-    f *= scale
-    f += 1.0
-    np.nan_to_num(f, copy=False, nan=bins + 1.0)
-    np.clip(f, 0.0, bins + 1.0, out=f)
-    return f.astype(np.intp)
 
 
 def _spill_channels(sample: Sample) -> set[str]:
