@@ -86,3 +86,8 @@ class NotEvaluable(CD7FlowError):
     """A sample cannot give a trustworthy answer (required marker or gate missing, too few events,
     compensation the protocol requires cannot be applied). Assays turn it into
     ``verdict = "not_evaluable"`` with the message as the reason."""
+
+
+class SessionError(FileProblem):
+    """A saved viewer session cannot be restored: the session file is unreadable or of another
+    schema, or a data file it names has moved, disappeared or changed since it was saved."""

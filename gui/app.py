@@ -1,6 +1,8 @@
 """``cd7flow-gui``: the desktop viewer for FCS files (PySide6 + pyqtgraph).
 
 Usage: ``cd7flow-gui [FILE.fcs ...]``; files given on the command line are opened at start.
+``cd7flow-gui PATH --screenshot OUT.png [--size WxH]`` opens PATH (file, folder or manifest),
+auto-gates its first sample, writes the window as a PNG and exits (``gui/_qt/screenshot.py``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             problem = f"cannot load Qt: {exc}"
         print(f"cd7flow-gui: {problem}", file=sys.stderr)
         return 2
+    if any(a == "--screenshot" or a.startswith("--screenshot=") for a in args):  # headless picture, then exit
+        from ._qt.screenshot import main as screenshot
+        return screenshot(args)
     pg.setConfigOptions(antialias=False, imageAxisOrder="col-major")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0], *[a for a in args if a.startswith("-")]])
     app.setApplicationName("cd7flow")

@@ -45,3 +45,38 @@ def sample_fcs_dir() -> Path:
     if not (SAMPLE_FCS / "manifest.csv").is_file():
         pytest.skip("sample_fcs/ demo study not generated")
     return SAMPLE_FCS
+
+
+@pytest.fixture
+def make_window(qtbot, monkeypatch):
+    """Factory of shown main windows (offscreen). An error box goes to its window's
+    ``errors_shown`` list as (title, text) instead of blocking."""
+    QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (the gui extra)")
+    pytest.importorskip("pytestqt", reason="pytest-qt is not installed (the test extra)")
+    from gui.app import create_window
+
+    orphans: list[tuple[str, str]] = []
+
+    def record(parent, title, text, *args, **kwargs):
+        owner = parent.window() if parent is not None else None
+        getattr(owner, "errors_shown", orphans).append((title, text))
+
+    monkeypatch.setattr(QtWidgets.QMessageBox, "critical", staticmethod(record))
+
+    from PySide6 import QtCore
+
+    made = []
+
+    def make():
+        w = create_window()
+        w.errors_shown = []
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:  # no worker thread may outlive its window (queued jobs dropped, running ones finish)
+        for pool in w.findChildren(QtCore.QThreadPool):
+            pool.clear()
+            pool.waitForDone()

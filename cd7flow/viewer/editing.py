@@ -340,6 +340,22 @@ class GateEditing:
                                      pop.gate if automated else None))
         self._commit(f"{'Auto-gate' if automated else 'Load gates'} ({source})", tuple(entries))
 
+    def restore_gates(self, entries: Sequence[GateEntry], *, transforms: Mapping[str, object] | None = None,
+                      compensations: Mapping[str, object] | None = None, edit_log: Sequence[dict] = ()) -> None:
+        """[autogate] Put back a saved gate list (a session): automated flags and fitted geometry as
+        saved, the adjustment log replaced, no undo step, nothing unsaved."""
+        if transforms:
+            self._register_transforms(dict(transforms))
+        if compensations:
+            self._compensations.update(compensations)
+            self._reset_sources()
+        _check_tree(tuple(entries))
+        self.history.clear()
+        self._edit_log = [dict(e) for e in edit_log]
+        self._set_gates(tuple(entries))
+        self.dirty = False
+        self.events.history.emit()
+
 
 def _relocated(gate: QuadrantGate, moved: Sequence[Divider]) -> list[Quadrant]:
     """The quadrants of ``gate`` with each location moved into the same interval of the moved

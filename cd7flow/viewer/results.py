@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gating.errors import GatingError
+from gating.gates import BooleanGate
 from gating.tree import GatingResult, GatingTree, Population
 
 
@@ -49,8 +50,11 @@ def seeded_result(tree: GatingTree, source, previous: GatingResult | None, chang
     if previous is None:
         return result
     old = {pop.path: pop for pop in previous.tree.populations()}
+    # [autogate] a boolean gate may name the changed population (the protocols' cd45_ssc = blasts or
+    # lymphocytes or ...): it and its children are recomputed too
+    stale = [changed] + [pop.path for pop in tree.populations() if isinstance(pop.gate, BooleanGate)]
     for pop in tree.populations():
-        if pop.path[: len(changed)] == changed:
+        if any(pop.path[: len(p)] == p for p in stale):
             continue
         before = old.get(pop.path)
         if before is None or before.gate is not pop.gate:
