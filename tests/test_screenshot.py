@@ -87,20 +87,3 @@ def test_parse_args_defaults(tmp_path):
         parse_args([str(tmp_path / "s.fcs"), "--screenshot", "a.png", "--screenshot", "b.png"])
 
 
-def test_paths_expand_like_the_cli(tmp_path):
-    """A folder gives its FCS files (found by content, sorted), a manifest its rows' files in row order."""
-    import csv
-
-    from cd7flow.errors import FileProblem
-    from cd7flow.workstation.inputs import expand_inputs
-
-    folder = expand_inputs(DEMO)
-    assert [p.name for p in folder] == sorted(p.name for p in DEMO.glob("*.fcs"))
-    with open(DEMO / "manifest.csv", newline="") as fh:
-        rows = [r["file"] for r in csv.DictReader(fh)]
-    assert [p.name for p in expand_inputs(DEMO / "manifest.csv")] == rows and len(rows) == 41
-    assert expand_inputs(DEMO / "P01_screening_BM.fcs") == [DEMO / "P01_screening_BM.fcs"]
-    with pytest.raises(FileProblem, match="no such file or folder"):
-        expand_inputs(tmp_path / "nothing")
-    with pytest.raises(FileProblem, match="holds no FCS files"):
-        expand_inputs(tmp_path)

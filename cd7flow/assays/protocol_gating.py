@@ -33,7 +33,8 @@ from ..protocol import GateSpec, Protocol, resolve_markers
 from ..sample import Sample
 from ..strategy import GatingStrategy
 
-__all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "sample_notes"]
+__all__ = ["NotEvaluable", "GatedSample", "run_protocol_gates", "fitted_strategy", "logicle_width", "channel_transform",
+           "sample_notes"]
 
 LEAN_ABOVE_BYTES = 256 * 2**20
 """A tube whose float64 copy would exceed this is gated through the lean data source
@@ -66,6 +67,15 @@ def logicle_width(values: np.ndarray, t: float, m: float, default: float = 0.5,
     if r <= 0:
         return default
     return float(min(max((m - math.log10(t / r)) / 2, 0.0), m / 2))
+
+
+def channel_transform(spec: dict[str, Any], channel_range: float, values: np.ndarray | None, where: str = ""):
+    """The transform the protocol gives one channel whose linear ``values`` are all given (the
+    viewer draws with it, so a plot's logicle is the one the fitted gates were made on)."""
+    if values is None:
+        return _make_transform(spec, channel_range, None, where)
+    values = np.asarray(values)
+    return _make_transform(spec, channel_range, (values[np.isfinite(values) & (values < 0)], values.size), where)
 
 
 def _make_transform(spec: dict[str, Any], channel_range: float, negatives: tuple[np.ndarray, int] | None,

@@ -2,7 +2,7 @@
 
 One logicle scale per channel, shared with the protocols: the viewer builds its
 logicle with the protocol's own transform spec and estimate
-(:func:`cd7flow.assays.protocol_gating._make_transform`: T = the channel's $PnR,
+(:func:`cd7flow.assays.protocol_gating.channel_transform`: T = the channel's $PnR,
 W fitted from the negative values as Parks et al. 2006 eq. 12, M and A from the
 protocol), so an automated gate fitted by the protocol lands on the same scale the
 technician sees. Scatter (FSC, SSC) and Time are linear by default, fluorescence
@@ -87,13 +87,13 @@ def make_display_transform(kind: str, top: float, linear_values: np.ndarray | No
     T = ``top`` and, for ``w = "auto"``, W estimated from ``linear_values`` exactly as the
     protocol pipeline does. asinh: T = ``top``, M = 4.5, A = 0.
     """
-    from ..assays.protocol_gating import _make_transform
+    from ..assays.protocol_gating import channel_transform
     from ..transforms import AsinhTransform
 
     if kind == "logicle":
         spec = dict(spec or DEFAULT_FLUORESCENCE_SPEC)
         spec["kind"] = "logicle"
-        return _make_transform(spec, top, linear_values, where)
+        return channel_transform(spec, top, linear_values, where)
     if kind == "asinh":
         return AsinhTransform(t=top, m=ASINH_M, a=ASINH_A)
     raise CD7FlowError(f"unknown display transform {kind!r}; choose one of {TRANSFORM_KINDS}")

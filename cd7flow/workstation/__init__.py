@@ -4,7 +4,6 @@
   gate's own small plot shows (density of its parent, the gate outline, back-gating);
 - :mod:`.session`: a viewer session (files by path + sha256, gates per sample as Gating-ML,
   edit log, view state) saved to one JSON file and validated when it is read back;
-- :mod:`.inputs`: a file, a folder or a study manifest turned into the FCS files to open;
 - :mod:`.workspace`: the open files by patient and tube (manifest, else keywords) with QC per file;
 - :mod:`.screening_panel` / :mod:`.persistence_panel`: the assay panels' numbers, recomputed from
   the current (possibly edited) gates / one patient's CAR-T course.

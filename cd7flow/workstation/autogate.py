@@ -31,17 +31,14 @@ from gating.tree import GatingResult, GatingTree
 
 from ..assays.protocol_gating import GatedSample, run_protocol_gates, sample_notes
 from ..errors import NotEvaluable
-from ..protocol import Protocol, list_protocols, load_protocol
+from .workspace import GENERIC_PROTOCOL, TUBE_PROTOCOLS
+from .workspace import protocol_choices as workspace_protocols
+from ..protocol import Protocol, load_protocol
 from ..sample import Sample
 from ..strategy import GatingStrategy
 
 PopulationPath = tuple[str, ...]
 
-TUBE_PROTOCOLS = {"screening": "screening", "fmo": "screening", "car": "car", "mrd": "car"}
-"""Protocol per tube kind (the tube words of :data:`cd7flow.batch_plan.TUBE_WORDS`)."""
-GENERIC_PROTOCOL = "leukocytes"
-"""Protocol of a tube whose kind the keywords do not tell: gates every leukocyte tube has."""
-GATING_ASSAYS = ("screening", "car", "autogate")
 
 BASE_RGB = np.array([70, 70, 70], dtype=np.float64)  # the parent's events: grey
 HIGHLIGHT_RGB = np.array([225, 40, 20], dtype=np.float64)  # back-gated population: red
@@ -67,15 +64,8 @@ def choose_protocol(sample: Sample, tube: str | None = None) -> tuple[str, str]:
 
 
 def protocol_choices() -> list[str]:
-    """Shipped protocols that fit gates (the QC limits file is not one)."""
-    out = []
-    for name in list_protocols():
-        try:
-            if load_protocol(name).assay in GATING_ASSAYS:
-                out.append(name)
-        except Exception:  # noqa: BLE001 - a shipped file that is not a gating protocol is just not offered
-            continue
-    return out
+    """Names of the shipped protocols that fit gates."""
+    return [c.name for c in workspace_protocols()]
 
 
 # ---------------------------------------------------------------- the fit

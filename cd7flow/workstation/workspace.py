@@ -33,8 +33,11 @@ TUBE_ORDER = ("screening", "fmo", "car", "mrd")
 UNKNOWN = "(unknown)"
 """Group name of files whose patient or tube could not be found."""
 
-DEFAULT_PROTOCOL = {"screening": "screening", "fmo": "screening", "car": "car", "mrd": "car"}
-FALLBACK_PROTOCOL = "leukocytes"
+TUBE_PROTOCOLS = {"screening": "screening", "fmo": "screening", "car": "car", "mrd": "car"}
+"""Protocol per tube kind (the tube words of :data:`cd7flow.batch_plan.TUBE_WORDS`)."""
+GENERIC_PROTOCOL = "leukocytes"
+"""Protocol of a tube whose kind is not known: gates every leukocyte tube has."""
+GATING_ASSAYS = ("screening", "car", "autogate")
 MANIFEST_NAME = "manifest.csv"
 
 
@@ -52,15 +55,17 @@ class ProtocolChoice:
 
 
 def protocol_choices() -> list[ProtocolChoice]:
-    """The shipped gating protocols (the QC limits file is not one), by name."""
+    """The shipped protocols that fit gates (the QC limits file is not one), by name."""
     from ..protocol import list_protocols, load_protocol
 
     out = []
     for name in list_protocols():
-        if name == "qc":
+        try:
+            p = load_protocol(name)
+        except CD7FlowError:  # a shipped file that is not a gating protocol is just not offered
             continue
-        p = load_protocol(name)
-        out.append(ProtocolChoice(p.name, p.assay, p.version))
+        if p.assay in GATING_ASSAYS:
+            out.append(ProtocolChoice(p.name, p.assay, p.version))
     return out
 
 
@@ -131,7 +136,7 @@ class Workspace:
     # ---- protocols ----------------------------------------------------------
     def protocol_for(self, path: str | os.PathLike) -> str:
         meta = self.meta(path)
-        return self.protocol_override.get(meta.path) or DEFAULT_PROTOCOL.get(meta.tube or "", FALLBACK_PROTOCOL)
+        return self.protocol_override.get(meta.path) or TUBE_PROTOCOLS.get(meta.tube or "", GENERIC_PROTOCOL)
 
     def set_protocol(self, path: str | os.PathLike, name: str | None) -> None:
         """Use protocol ``name`` (shipped name or .toml path; checked by loading it) for one file; None resets."""

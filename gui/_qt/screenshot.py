@@ -117,17 +117,12 @@ def take_screenshot(args: ScreenshotArgs):
     """Open, auto-gate, render and write; returns (window, AutoGate). A QApplication must exist."""
     from cd7flow.errors import CD7FlowError
     from cd7flow.outputs import atomic_output
-    from cd7flow.workstation.inputs import expand_inputs
 
     from ..app import create_window
 
     window = create_window()
     window.show_error = _warn  # headless: an unreadable file is a warning line, not a dialog
-    workstation = getattr(window, "workstation", None)
-    if workstation is not None and hasattr(workstation, "open_paths"):
-        workstation.open_paths([str(args.path)])  # the sample browser: patient > tube > file
-    else:
-        window.open_paths([str(f) for f in expand_inputs(args.path)])
+    window.workstation.open_paths([str(args.path)])  # the sample browser: patient > tube > file
     if window.model.sample is None:
         raise CD7FlowError(f"{args.path}: no FCS file could be opened")
     if window.model.current_index != 0:
