@@ -128,6 +128,8 @@ def take_screenshot(args: ScreenshotArgs):
     if window.model.current_index != 0:
         window.model.set_current(0)
     result = window.autogate.controller.run_now()
+    # the assay panel recomputes from the auto-gated tree in the background: show its numbers
+    window.workstation.screening.wait()
     image = render_window(window, args.size)
     data = png_bytes(image)
     with atomic_output(args.out, "wb") as fh:
