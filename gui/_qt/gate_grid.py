@@ -19,33 +19,15 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import TRANSFORM_KINDS
 from cd7flow.workstation.autogate import (
-    GatePlot, PictureInputs, StepPicture, backgated, gate_plots, picture_inputs, step_pictures,
+    GatePlot, StepPicture, backgated, gate_plots, picture_inputs, step_pictures,
 )
 from gating.gates import points_in_polygon
+
+from .workers import LatestWins
 
 GATE_PEN = pg.mkPen((20, 90, 200), width=1.5)
 SELECTED_PEN = pg.mkPen((255, 140, 0), width=2.5)
 PLOT_WIDTH, PLOT_HEIGHT = 215, 220  # pixels per small plot; the grid has as many columns as fit
-
-
-class _PictureSignals(QtCore.QObject):
-    done = QtCore.Signal(object, object)  # (generation, list[StepPicture] or an error message)
-
-
-class _PictureJob(QtCore.QRunnable):
-    """The grid's pictures on a worker thread (a million events take about half a second)."""
-
-    def __init__(self, generation: int, steps, inputs: PictureInputs):
-        super().__init__()
-        self.generation, self.steps, self.inputs = generation, steps, inputs
-        self.signals = _PictureSignals()
-
-    def run(self) -> None:
-        try:
-            pictures = step_pictures(self.steps, self.inputs)
-        except Exception as exc:  # noqa: BLE001 - shown in the status line, never lost on the worker
-            pictures = f"gate plots: {type(exc).__name__}: {exc}"
-        self.signals.done.emit(self.generation, pictures)
 
 
 class _StepPlot(pg.PlotItem):
@@ -102,9 +84,9 @@ class GateGrid(pg.GraphicsLayoutWidget):
         self._steps_key = None
         self._limits: dict[int, dict] = {}
         self._generation = 0
-        self._jobs: dict[int, _PictureJob] = {}
-        self._pool = QtCore.QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        self.worker = LatestWins(self)  # the pictures: a million events take about half a second
+        self.worker.sigPart.connect(self._pictures_done)
+        self.worker.sigError.connect(self._pictures_failed)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -179,30 +161,29 @@ class GateGrid(pg.GraphicsLayoutWidget):
             if len(item.step.dimensions) == 2:
                 item.setYRange(*item.step.ranges[1], padding=0)
         self._generation += 1
-        job = _PictureJob(self._generation, [i.step for i in self.plots], inputs)
-        job.setAutoDelete(False)  # kept in _jobs until its signal is handled
-        job.signals.done.connect(self._pictures_done, QtCore.Qt.ConnectionType.QueuedConnection)
-        self._jobs[self._generation] = job
-        self._pool.start(job)
+        plotted = [i.step for i in self.plots]
+        self.worker.submit(self._generation, lambda: iter([step_pictures(plotted, inputs)]))
 
     @property
     def busy(self) -> bool:
         """Pictures are being computed (on the worker thread)."""
-        return bool(self._jobs)
+        return self.worker.busy
 
     def wait(self, msecs: int = 60_000) -> None:
         """Block until the pictures are drawn (headless screenshots)."""
-        self._pool.waitForDone(msecs)
-        QtCore.QCoreApplication.sendPostedEvents()
-        QtWidgets.QApplication.processEvents()
+        deadline = QtCore.QDeadlineTimer(msecs)
+        while self.worker.busy and not deadline.hasExpired():
+            self.worker.wait(max(int(deadline.remainingTime()), 1))
+            QtCore.QCoreApplication.sendPostedEvents()
+            QtWidgets.QApplication.processEvents()
 
-    def _pictures_done(self, generation: int, pictures) -> None:
-        self._jobs.pop(generation, None)
+    def _pictures_failed(self, generation: int, message: str) -> None:
+        if generation == self._generation:
+            self.sigError.emit(f"gate plots: {message}")
+
+    def _pictures_done(self, generation: int, _index: int, pictures) -> None:
         if generation != self._generation:
-            return  # a newer refresh is on its way
-        if isinstance(pictures, str):
-            self.sigError.emit(pictures)
-            return
+            return  # a newer refresh is on its way, or the plots are gone
         transforms = self.model.strategy().transforms
         selected = tuple(self.model.selected)
         for item, picture in zip(self.plots, pictures):
