@@ -474,8 +474,8 @@ def _declare_half_open(gate_el: ET.Element) -> None:
 def _declares_half_open(gate_el) -> bool:
     for info in gate_el:
         if _local(info.tag) == "custom_info":
-            for child in info:
-                if _local(child.tag) == HALF_OPEN_TAG and child.get("boundary") == "half-open":
+            for declared in info:
+                if _local(declared.tag) == HALF_OPEN_TAG and declared.get("boundary") == "half-open":
                     return True
     return False
 

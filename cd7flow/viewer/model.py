@@ -507,7 +507,7 @@ class ViewerModel(GateEditing, FileActions, PopulationStatistics):
 
     # ---- overlays -----------------------------------------------------------
     def plot_space(self, plot: int | None = None) -> PlotSpace:
-        s = self._need_sample()
+        self._need_sample()  # raises without a sample
         p = self._plot(plot)
         axes = ("x",) if p.mode == "histogram" else ("x", "y")
         return PlotSpace({a: self.dimension(a, plot) for a in axes}, self._transforms, self._channel_index,
