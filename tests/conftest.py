@@ -80,3 +80,14 @@ def make_window(qtbot, monkeypatch):
         for pool in w.findChildren(QtCore.QThreadPool):
             pool.clear()
             pool.waitForDone()
+
+
+@pytest.fixture(autouse=True)
+def _automatic_gc_between_tests():
+    """A viewer window moves cyclic GC to the UI thread (gui/_qt/main_window.py); the tests that
+    follow in the same process, without an event loop to run that timer, get automatic
+    collection back."""
+    yield
+    import gc
+
+    gc.enable()

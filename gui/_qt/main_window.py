@@ -1,6 +1,7 @@
 """The main window: menus, axis controls, gate tools, and the panels around the plot."""
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import threading
@@ -13,6 +14,24 @@ from cd7flow.errors import CD7FlowError
 from cd7flow.viewer import PLOT_MODES, TRANSFORM_KINDS, ViewerModel, path_str
 
 from .panels import PopulationTree, SampleList, StatsTable
+
+_UI_THREAD_GC = None
+
+
+def collect_garbage_on_ui_thread() -> None:
+    """While a viewer window lives, Python's cyclic GC runs only on the UI thread (a timer).
+
+    A collection a worker thread starts (QC icons, fits, pictures) can free Qt objects there:
+    shiboken then waits for the GIL while the UI thread holds Qt's mutex and waits for the
+    worker, a deadlock seen in the test suite (PySide6 6.11). pyqtgraph's GarbageCollector
+    disables automatic collection and collects on a QTimer in the UI thread instead.
+    """
+    global _UI_THREAD_GC
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    if _UI_THREAD_GC is None:
+        _UI_THREAD_GC = GarbageCollector(interval=1.0)
+    gc.disable()  # again, when something re-enabled it after an earlier window
 from .plot_view import LivePreview, PlotView
 
 FCS_FILTER = "FCS files (*.fcs *.FCS *.lmd *.LMD);;All files (*)"
@@ -213,6 +232,7 @@ class PlotGrid(QtWidgets.QWidget):
 
 class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, model: ViewerModel | None = None):
+        collect_garbage_on_ui_thread()
         super().__init__()
         self.model = model or ViewerModel()
         self.setWindowTitle("cd7flow viewer")
